@@ -1,0 +1,1 @@
+"""Backends: where steps run. The core knows only :mod:`mlspec.backends.api`."""

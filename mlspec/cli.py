@@ -1,0 +1,220 @@
+"""The `mlspec` command line: parse, dispatch, map errors to exit codes. Commands live in mlspec.commands.
+
+Exit codes: 0 success, 1 user error, 2 changes present (plan --detailed-exitcode), 3 bug, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+
+from mlspec import __version__
+from mlspec.errors import EXIT_BUG, EXIT_ERROR, EXIT_INTERRUPTED, MlspecError
+
+FORMATS = ("text", "json")
+
+
+def _overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="Hydra overrides: group=option, key=value, +key=value (add), ~key (delete)")
+
+
+def _spec_opts(p: argparse.ArgumentParser) -> None:
+    _overrides(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlspec", description="Declare the ML lifecycle in versioned YAML; plan it, apply it anywhere.",
+        epilog="Run `mlspec COMMAND --help` for a command's options. Docs: README.md and docs/.")
+    parser.add_argument("--version", action="version", version=f"mlspec {__version__}")
+    parser.add_argument("-C", dest="project_dir", default=".", metavar="DIR",
+                        help="run as if started in DIR (the project directory)")
+    parser.add_argument("-f", "--file", default=None, metavar="FILE",
+                        help="root spec file, relative to the project directory (default: mlspec.yaml)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--no-color", action="store_true", help="never colour the output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create a runnable project")
+    p.add_argument("dir", nargs="?", default=None, help="directory to create (default: the project directory)")
+    p.add_argument("--template", default="minimal", help="minimal or churn (default: minimal)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
+
+    p = sub.add_parser("validate", help="check the spec: schema, references, graph, expressions")
+    p.add_argument("--format", choices=FORMATS, default="text")
+    p.add_argument("--check-imports", action="store_true", help="also import every `run:` target")
+    _spec_opts(p)
+
+    p = sub.add_parser("graph", help="print the resource graph")
+    p.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+    _spec_opts(p)
+
+    p = sub.add_parser("plan", help="show what an apply would run, change or destroy, and why")
+    _plan_opts(p)
+    p.add_argument("-o", "--out", default=None, metavar="FILE", help="save the plan for `mlspec apply FILE`")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 1 error, 2 changes")
+
+    p = sub.add_parser("apply", help="run the plan: execute steps, record state, artifacts and runs")
+    _plan_opts(p)
+    p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--parallelism", type=int, default=None, metavar="N",
+                   help="run at most N steps at once (default: the backend's capacity)")
+    p.add_argument("--fail-fast", action="store_true", help="stop everything at the first failed step")
+
+    p = sub.add_parser("show", help="render a saved plan file")
+    p.add_argument("planfile")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    p.add_argument("--verbose", action="store_true")
+
+    p = sub.add_parser("state", help="inspect and repair the recorded state")
+    ss = p.add_subparsers(dest="state_command", metavar="SUBCOMMAND")
+    q = ss.add_parser("list", help="list recorded resources")
+    q.add_argument("--format", choices=FORMATS, default="text")
+    _overrides(q)
+    q = ss.add_parser("show", help="show one resource's record")
+    q.add_argument("address")
+    q.add_argument("--format", choices=FORMATS, default="text")
+    _overrides(q)
+    q = ss.add_parser("rm", help="forget a resource (its artifacts stay in the store)")
+    q.add_argument("address", nargs="+")
+    _overrides(q)
+    q = ss.add_parser("pull", help="print the state document (JSON) to stdout")
+    _overrides(q)
+    q = ss.add_parser("push", help="replace the state with a JSON document (same lineage, serial must move)")
+    q.add_argument("path", help="state file to push, or - for stdin")
+    q.add_argument("--force", action="store_true", help="accept another lineage or an older serial")
+    _overrides(q)
+    q = ss.add_parser("restore", help="restore a previous serial of the state")
+    q.add_argument("serial", type=int)
+    _overrides(q)
+    q = ss.add_parser("unlock", help="break a stale lock")
+    q.add_argument("lock_id")
+    q.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    _overrides(q)
+    q = ss.add_parser("history", help="list the kept serials")
+    _overrides(q)
+
+    p = sub.add_parser("logs", help="print a step's log from its last run")
+    p.add_argument("address")
+    _overrides(p)
+
+    p = sub.add_parser("runs", help="list and show run records")
+    rs = p.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
+    q = rs.add_parser("list")
+    q.add_argument("--format", choices=FORMATS, default="text")
+    q.add_argument("-n", "--limit", type=int, default=20)
+    _overrides(q)
+    q = rs.add_parser("show")
+    q.add_argument("run_id")
+    q.add_argument("--format", choices=FORMATS, default="text")
+    _overrides(q)
+
+    p = sub.add_parser("lineage", help="walk back from a resource or output to data, code and params")
+    p.add_argument("address")
+    p.add_argument("--format", choices=FORMATS, default="text")
+    _overrides(p)
+
+    p = sub.add_parser("metrics", help="show and compare metrics")
+    ms = p.add_subparsers(dest="metrics_command", metavar="SUBCOMMAND")
+    q = ms.add_parser("show")
+    q.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    _overrides(q)
+    q = ms.add_parser("diff")
+    q.add_argument("--base", default=None, help="a run id, or `workspace:NAME` (default: the previous run)")
+    q.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    _overrides(q)
+
+    p = sub.add_parser("artifacts", help="fetch artifacts")
+    as_ = p.add_subparsers(dest="artifacts_command", metavar="SUBCOMMAND")
+    q = as_.add_parser("get", help="copy a step output to DEST")
+    q.add_argument("address", help="step.NAME.OUTPUT")
+    q.add_argument("dest")
+    _overrides(q)
+
+    p = sub.add_parser("backends", help="list installed backends and check the configured one")
+    p.add_argument("--format", choices=FORMATS, default="text")
+    _overrides(p)
+    return parser
+
+
+def _plan_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    p.add_argument("--target", action="append", default=[], metavar="ADDR",
+                   help="plan only ADDR and what it needs upstream (repeatable)")
+    p.add_argument("--replace", action="append", default=[], metavar="ADDR",
+                   help="force ADDR to run even if up to date (repeatable)")
+    p.add_argument("--verbose", action="store_true", help="also list unchanged resources")
+    p.add_argument("--lock-timeout", default="0s", metavar="DURATION",
+                   help="wait this long for the state lock (e.g. 30s); default: fail at once")
+    p.add_argument("--no-preflight", action="store_true", help="skip backend preflight checks")
+    _spec_opts(p)
+
+
+COMMANDS = {
+    "init": "mlspec.commands.init",
+    "validate": "mlspec.commands.validate",
+    "graph": "mlspec.commands.graph",
+    "plan": "mlspec.commands.plan",
+    "apply": "mlspec.commands.apply",
+    "show": "mlspec.commands.plan:run_show",
+    "state": "mlspec.commands.state",
+    "logs": "mlspec.commands.records:run_logs",
+    "runs": "mlspec.commands.records:run_runs",
+    "lineage": "mlspec.commands.records:run_lineage",
+    "metrics": "mlspec.commands.records:run_metrics",
+    "artifacts": "mlspec.commands.records:run_artifacts",
+    "backends": "mlspec.commands.backends",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mlspec.console import Console
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse stops at the first positional: leftover KEY=VALUE words are overrides too
+        bad = [e for e in extra if e.startswith("-")]
+        if bad:
+            parser.error(f"unrecognized arguments: {' '.join(bad)}")
+        args.overrides = list(getattr(args, "overrides", []) or []) + extra
+    if not args.command:
+        parser.print_help()
+        return EXIT_ERROR
+    console = Console(color=False if args.no_color else None)
+    target = COMMANDS[args.command]
+    mod_name, _, func = target.partition(":")
+    try:
+        module = importlib.import_module(mod_name)
+        return getattr(module, func or "run")(args, console)
+    except MlspecError as exc:
+        console.error(exc.render())
+        if args.debug:
+            traceback.print_exc()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.error("Interrupted.")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except Exception:  # an unexpected error is a bug: say so, keep the traceback for the report
+        if args.debug:
+            traceback.print_exc()
+        else:
+            import tempfile
+
+            fd, path = tempfile.mkstemp(prefix="mlspec-crash-", suffix=".log")
+            with os.fdopen(fd, "w") as fh:
+                traceback.print_exc(file=fh)
+            console.error(f"mlspec hit an internal error (a bug): {sys.exc_info()[1]!r}\n"
+                          f"  The traceback is in {path}; please attach it to a bug report, or rerun with --debug.")
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""CLI commands: plain functions taking parsed arguments and a Console, returning an exit code."""

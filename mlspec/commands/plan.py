@@ -1,0 +1,120 @@
+"""`mlspec plan` and `mlspec show`: what an apply would do, and why."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from mlspec import __version__
+from mlspec.console import Console
+from mlspec.errors import EXIT_CHANGES, MlspecError, did_you_mean
+from mlspec.project import Project
+from mlspec.render import render_json, render_markdown, render_text
+from mlspec.units import parse_duration
+
+PLANFILE_FORMAT = 1
+
+
+def check_addresses(project: Project, instances, addrs, flag: str) -> None:
+    known = {i.address for i in instances}
+    bases = {a.split("[", 1)[0] for a in known}
+    for a in addrs:
+        if a in known or ("[" not in a and a in bases):
+            continue
+        raise MlspecError(f"{flag} {a}: no such step or step instance{did_you_mean(a, sorted(known | bases))}",
+                          hint="addresses look like step.train or step.train[C=0.1]; see `mlspec graph`")
+
+
+def wait_for_unlock(project: Project, timeout: str, console: Console) -> None:
+    holder = project.lock.info()
+    if holder is None:
+        return
+    deadline = time.monotonic() + parse_duration(timeout) if timeout not in ("0", "0s") else 0
+    while holder is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        holder = project.lock.info()
+    if holder is not None:
+        console.error(f"Warning: the state is locked by {holder.describe()}; this plan is against the state "
+                      "as it is now, before that operation finishes.")
+
+
+def preflight(project: Project, instances, plan, console: Console) -> None:
+    from mlspec.preflight import run_preflight
+
+    problems = run_preflight(project, instances, plan)
+    if problems:
+        raise MlspecError("preflight failed: the plan cannot run as it stands\n" +
+                          "\n".join(f"  - {p}" for p in problems))
+
+
+def run(args, console: Console) -> int:
+    project = Project.open(args.project_dir, args.file, args.overrides)
+    wait_for_unlock(project, args.lock_timeout, console)
+    instances = project.instances()
+    check_addresses(project, instances, args.target, "--target")
+    check_addresses(project, instances, args.replace, "--replace")
+    plan, state, facts, instances = project.plan(targets=args.target, replace=args.replace)
+    if not args.no_preflight:
+        preflight(project, instances, plan, console)
+    data = plan.to_dict()
+    if args.out:
+        save_plan(Path(args.out), project, plan, state)
+    emit(data, args.format, console, verbose=args.verbose, edges=project.graph_edges(instances))
+    if args.out:
+        console.error(f"Saved the plan to {args.out}. Apply exactly this plan with: mlspec apply {args.out}")
+    if args.detailed_exitcode and plan.has_changes:
+        return EXIT_CHANGES
+    return 0
+
+
+def public_plan(data: dict) -> dict:
+    """The plan as printed: a state that does not exist yet has no lineage to show (keeps output stable)."""
+    out = dict(data)
+    if not out["state"]["exists"]:
+        out["state"] = {"lineage": None, "serial": 0, "exists": False}
+    return out
+
+
+def emit(data: dict, fmt: str, console: Console, *, verbose: bool = False, edges=None) -> None:
+    data = public_plan(data)
+    if fmt == "json":
+        console.print(render_json(data), end="")
+    elif fmt == "markdown":
+        console.print(render_markdown(data, edges or []), end="")
+    else:
+        console.print(render_text(data, verbose=verbose, style=console.style), end="")
+
+
+def save_plan(path: Path, project: Project, plan, state) -> None:
+    from mlspec.storage import atomic_write_local
+
+    bundle = {
+        "mlspec_planfile": PLANFILE_FORMAT,
+        "mlspec_version": __version__,
+        "created": time.time(),
+        "spec_file": project.spec_file,
+        "overrides": list(project.overrides),
+        "new_state": None if state.exists else {"lineage": state.lineage, "fingerprint_key": state.fingerprint_key},
+        "plan": plan.to_dict(),
+    }
+    atomic_write_local(path, json.dumps(bundle, indent=1, sort_keys=True).encode())
+
+
+def load_planfile(path: str) -> dict:
+    try:
+        bundle = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise MlspecError(f"no plan file at {path}") from None
+    except ValueError:
+        raise MlspecError(f"{path} is not a saved plan (not JSON)", hint="save one with `mlspec plan -o FILE`") from None
+    if not isinstance(bundle, dict) or bundle.get("mlspec_planfile") != PLANFILE_FORMAT:
+        raise MlspecError(f"{path} is not a saved plan of this mlspec version",
+                          hint="save one with `mlspec plan -o FILE`")
+    return bundle
+
+
+def run_show(args, console: Console) -> int:
+    bundle = load_planfile(args.planfile)
+    emit(bundle["plan"], args.format, console, verbose=args.verbose, edges=bundle.get("edges"))
+    return 0

@@ -1,0 +1,37 @@
+"""`mlspec validate`: compose and check the spec; every problem at once, with file:line:col."""
+
+from __future__ import annotations
+
+import json
+
+from mlspec.compose import compose
+from mlspec.console import Console
+from mlspec.errors import SpecError
+from mlspec.load import import_diagnostics, validate_composed
+from mlspec.spec import build_spec
+
+
+def run(args, console: Console) -> int:
+    diags = []
+    spec = None
+    try:
+        c = compose(args.project_dir, args.file, args.overrides)
+        diags = validate_composed(c)
+        if not diags:
+            spec = build_spec(c.data, project_dir=c.sources.project_dir, spec_file=c.spec_file,
+                              secret_paths=c.secret_paths, choices=c.choices)
+            if args.check_imports:
+                diags = import_diagnostics(spec, c)
+    except SpecError as exc:
+        diags = list(exc.diagnostics)
+    if args.format == "json":
+        console.print(json.dumps([d.to_dict() for d in diags], indent=2))
+        return 1 if diags else 0
+    if diags:
+        raise SpecError(diags)
+    n_steps = len(spec.steps)
+    console.print(console.style("Success!", "green", "bold") + f" The spec is valid: project '{spec.project}', "
+                  f"{len(spec.datasets)} datasets, {n_steps} steps, {len(spec.models)} models, "
+                  f"{len(spec.deployments)} deployments, {len(spec.monitors)} monitors, "
+                  f"{len(spec.triggers)} triggers.")
+    return 0

@@ -1,0 +1,309 @@
+"""Composition: the project's root spec + config groups + overrides -> plain data with a source map.
+
+This is the only module that imports Hydra or OmegaConf. Hydra's compose API composes the primary config
+(`mlspec.yaml`), the project's own config groups (`env/prod.yaml`) and mlspec's built-in groups
+(`configs/backend/*.yaml`); it never changes the working directory, creates output folders or touches
+logging when used this way. What leaves this module is plain data plus a :class:`SourceMap` that answers
+"which file, line and column (or which override) set this key?".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from mlspec.errors import Diagnostic, MlspecError, SpecError, did_you_mean
+from mlspec.yamlsrc import YamlSource, load_yaml
+
+DEFAULT_SPEC = "mlspec.yaml"
+_PACKAGE_RE = re.compile(r"^#\s*@package\s+(\S+)", re.M)
+_SECRET_REF = re.compile(r"\$\{\s*secrets\.")
+_CMD_PLACEHOLDER = re.compile(r"(?<!\\)\$\{(inputs|outputs|params)\.")
+
+
+def builtin_configs_dir() -> Path:
+    """mlspec's built-in config groups (``configs/`` in the repo, ``mlspec/configs`` in a wheel)."""
+    return Path(str(resources.files("mlspec.configs")))
+
+
+@dataclass(frozen=True)
+class Override:
+    text: str
+    key: tuple  # key path the override sets ((), for a group choice such as backend=ray)
+    group: str = ""
+
+
+@dataclass
+class SourceMap:
+    """Where each key path of the composed spec came from, in order of precedence (last wins)."""
+
+    project_dir: Path
+    sources: list = field(default_factory=list)  # [(YamlSource, package_prefix_tuple)] lowest first
+    overrides: list = field(default_factory=list)  # [Override]
+
+    def locate(self, path: Sequence, *, prefer_key: bool = False) -> tuple[str, int, int]:
+        """(file, line, column) for a key path; file is 'override ...' when an override set it."""
+        path = tuple(path)
+        for ov in reversed(self.overrides):
+            if ov.key and path[: len(ov.key)] == ov.key:
+                return (f"override '{ov.text}'", 0, 0)
+        best, best_depth = None, -1
+        for src, prefix in reversed(self.sources):
+            if path[: len(prefix)] != prefix:
+                # the path is above this file's package: it may still be the group node itself
+                if prefix[: len(path)] == path and best is None:
+                    best, best_depth = (src, ()), 0
+                continue
+            depth = src.depth_of(path[len(prefix):])
+            if depth > best_depth:
+                best, best_depth = (src, path[len(prefix):]), depth
+        if best is None:
+            return ("", 0, 0)
+        src, rel = best
+        pos = src.locate(rel, prefer_key=prefer_key) or (1, 1)
+        return (src.file, pos[0], pos[1])
+
+    def diag(self, path: Sequence, code: str, message: str, *, prefer_key: bool = False) -> Diagnostic:
+        file, line, col = self.locate(path, prefer_key=prefer_key)
+        return Diagnostic(file, line, col, format_path(path), code, message)
+
+
+def format_path(path: Sequence) -> str:
+    out = ""
+    for p in path:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out
+
+
+@dataclass
+class Composed:
+    data: dict
+    sources: SourceMap
+    secret_paths: frozenset  # key paths whose values are secret (interpolate ${secrets.*})
+    choices: dict  # config group -> chosen option
+    spec_file: Path
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return os.path.relpath(path, root)
+    except ValueError:
+        return str(path)
+
+
+def _parse_override(text: str) -> Override:
+    body = text.lstrip("+~")
+    key = body.split("=", 1)[0].strip()
+    if "=" not in body or not key:
+        return Override(text, ())
+    if "@" in key:
+        key = key.split("@", 1)[0]
+    return Override(text, tuple(key.split(".")))
+
+
+def _defaults_groups(defaults: Any) -> tuple[set, bool | None]:
+    """Groups named in a primary defaults list, and whether _self_ comes last (None = not listed)."""
+    groups: set = set()
+    self_last = None
+    if isinstance(defaults, list):
+        for i, item in enumerate(defaults):
+            if item == "_self_":
+                self_last = i == len(defaults) - 1
+            elif isinstance(item, dict):
+                for k in item:
+                    groups.add(str(k).lstrip("+~").split("@")[0].replace("override ", "").strip())
+            elif isinstance(item, str) and "/" in item:
+                groups.add(item.split("/")[0])
+    return groups, self_last
+
+
+def _find_group_file(group: str, option: str, dirs: Sequence[Path]) -> Path | None:
+    for d in dirs:
+        p = d / group / f"{option}.yaml"
+        if p.is_file():
+            return p
+    return None
+
+
+def available_options(group: str, dirs: Sequence[Path]) -> list[str]:
+    out = set()
+    for d in dirs:
+        g = d / group
+        if g.is_dir():
+            out.update(p.stem for p in g.glob("*.yaml"))
+    return sorted(out)
+
+
+def compose(project_dir: str | os.PathLike = ".", spec_file: str | None = None,
+            overrides: Sequence[str] = ()) -> Composed:
+    """Compose the spec. Raises :class:`SpecError` with located diagnostics on any problem."""
+    project_dir = Path(project_dir).resolve()
+    spec_path = (project_dir / (spec_file or DEFAULT_SPEC)).resolve()  # like git -C: paths are relative to DIR
+    if not spec_path.is_file():
+        raise MlspecError(f"no spec at {_rel(spec_path, Path.cwd())}",
+                          hint="create one with `mlspec init`, or point at it with -f FILE / -C DIR")
+    shown = _rel(spec_path, project_dir)
+    primary = load_yaml(spec_path, shown)  # syntax, tabs, empty file, root type, duplicate keys
+
+    builtin = builtin_configs_dir()
+    config_dir = spec_path.parent
+    search_dirs = [config_dir, builtin]
+    groups, _self_last = _defaults_groups(primary.data.get("defaults"))
+    ovs = [_parse_override(o) for o in overrides]
+
+    # Hydra refuses `backend=ray` when the primary's defaults list has no backend entry: a backend is
+    # always chosen (local by default), so add or redirect the choice ourselves.
+    hydra_overrides = [f"hydra.searchpath=[file://{builtin}]"]
+    diags: list[Diagnostic] = []
+    group_names = {p.name for d in search_dirs if d.is_dir() for p in d.iterdir() if p.is_dir()}
+    seen_backend = False
+    final_ovs = []
+    for ov, text in zip(ovs, overrides):
+        if "=" not in text and not text.startswith("~"):
+            diags.append(Diagnostic(f"override '{text}'", 0, 0, "", "bad-override",
+                                    "an override has the form key=value, +key=value or group=option"))
+            continue
+        key0 = ".".join(ov.key)
+        if key0 in group_names and not text.startswith(("+", "~")):
+            option = text.split("=", 1)[1]
+            if key0 == "backend":
+                seen_backend = True
+            if _find_group_file(key0, option, search_dirs) is None:
+                opts = available_options(key0, search_dirs)
+                diags.append(Diagnostic(f"override '{text}'", 0, 0, key0, "unknown-option",
+                                        f"no option '{option}' in config group '{key0}' (available: "
+                                        f"{', '.join(opts)}){did_you_mean(option, opts)}"))
+                continue
+            if key0 not in groups:
+                text = "+" + text
+            final_ovs.append(Override(text, (), key0))
+        else:
+            final_ovs.append(ov)
+        hydra_overrides.append(text)
+    if "backend" not in groups and not seen_backend and "backend" not in primary.data:
+        hydra_overrides.append("+backend=local")
+    if diags:
+        raise SpecError(diags)
+
+    cfg, choices = _hydra_compose(config_dir, spec_path.stem, hydra_overrides, shown)
+
+    smap = SourceMap(project_dir=project_dir, overrides=[o for o in final_ovs if o.key])
+    group_sources = []
+    for group, option in sorted(choices.items()):
+        if group.startswith("hydra") or option is None:
+            continue
+        gfile = _find_group_file(group, str(option), search_dirs)
+        if gfile is None:
+            continue
+        gsrc = load_yaml(gfile, _rel(gfile, project_dir) if gfile.is_relative_to(project_dir)
+                         else f"<mlspec>/configs/{group}/{option}.yaml", require_mapping=False)
+        m = _PACKAGE_RE.search(gsrc.text)
+        pkg = m.group(1) if m else group.replace("/", ".")
+        prefix = () if pkg == "_global_" else tuple(pkg.replace("_group_", group).split("."))
+        group_sources.append((gsrc, prefix))
+    primary_entry = (primary, ())
+    smap.sources = ([primary_entry] + group_sources) if _self_last is False else (group_sources + [primary_entry])
+
+    data, secret_paths = _to_data(cfg, smap)
+    return Composed(data=data, sources=smap, secret_paths=frozenset(secret_paths), choices=dict(choices),
+                    spec_file=spec_path)
+
+
+def _hydra_compose(config_dir: Path, name: str, overrides: list[str], shown: str):
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base=None, job_name="mlspec"):
+            cfg = hydra_compose(config_name=name, overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise SpecError([_hydra_diag(exc, overrides, shown)]) from None
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    OmegaConf.set_struct(cfg, False)
+    del cfg["hydra"]
+    return cfg, choices
+
+
+def _hydra_diag(exc: Exception, overrides: list[str], shown: str) -> Diagnostic:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for text in overrides[1:]:
+        body = text.lstrip("+~")
+        key = body.split("=", 1)[0]
+        if text in str(exc) or f"'{key}'" in str(exc) or f"'{body}'" in str(exc) or key in msg:
+            hint = ""
+            if "Could not override" in msg or "not in struct" in msg or "Key '" in msg:
+                hint = f"; to add a new key write '+{body}'"
+            return Diagnostic(f"override '{text}'", 0, 0, key, "bad-override", f"{msg}{hint}")
+    return Diagnostic(shown, 0, 0, "", "compose-error", msg)
+
+
+def _to_data(cfg, smap: SourceMap) -> tuple[dict, list]:
+    """Resolve interpolations into plain data; every failed interpolation is a located diagnostic."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    interp: list[tuple] = []
+    _find_interpolations(raw, (), interp)
+    if not interp:
+        return raw, []
+    secret_paths = [p for p, s in interp if _SECRET_REF.search(s)]
+    # ${inputs.X}, ${outputs.X}, ${params.X} in a step's cmd are filled in at run time, not by OmegaConf
+    kept = []
+    for path, text in interp:
+        if len(path) == 3 and path[0] == "steps" and path[2] == "cmd":
+            escaped = _CMD_PLACEHOLDER.sub(r"\\${\1.", text)
+            cfg[path[0]][path[1]][path[2]] = escaped
+            if "${" not in _CMD_PLACEHOLDER.sub("", text):
+                continue
+        kept.append((path, text))
+    interp = kept
+    diags = []
+    for path, text in interp:
+        node_parent = cfg
+        try:
+            for part in path[:-1]:
+                node_parent = node_parent[part]
+            node_parent[path[-1]]  # resolves this interpolation
+        except OmegaConfBaseException as exc:
+            diags.append(_interp_diag(exc, path, text, smap))
+    if diags:
+        raise SpecError(diags)
+    return OmegaConf.to_container(cfg, resolve=True), secret_paths
+
+
+def _interp_diag(exc, path, text, smap: SourceMap) -> Diagnostic:
+    msg = str(exc).strip().splitlines()[0]
+    m = re.search(r"oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)", text)
+    if "Environment variable" in msg and m:
+        message = (f"environment variable '{m.group(1)}' is not set (from {text}); set it, or give a "
+                   f"default: ${{oc.env:{m.group(1)},DEFAULT}}")
+        code = "unset-env"
+    elif "not found" in msg.lower() or "missing" in msg.lower():
+        ref = re.search(r"\$\{([^}]*)\}", text)
+        message = f"interpolation {text} points at a missing key" + (f" '{ref.group(1)}'" if ref else "")
+        code = "bad-interpolation"
+    else:
+        message = f"cannot resolve {text}: {msg}"
+        code = "bad-interpolation"
+    return smap.diag(path, code, message)
+
+
+def _find_interpolations(node: Any, path: tuple, out: list) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _find_interpolations(v, path + (k,), out)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _find_interpolations(v, path + (i,), out)
+    elif isinstance(node, str) and "${" in node:
+        out.append((path, node))

@@ -1,0 +1,229 @@
+"""Fingerprints: what a step's result depends on, gathered before planning.
+
+Gathering (this module) reads files: step code and the project-local modules it imports (found by
+parsing imports, never by importing), declared deps, and dataset content (through the stat-keyed hash
+cache, so unchanged data is not re-read; on object stores the ETag or version id). Planning then works on
+these facts without any I/O. The backend and `resources` are never part of a fingerprint: switching
+backend never re-runs a step.
+"""
+
+from __future__ import annotations
+
+import ast
+import glob as _glob
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from mlspec import SPEC_FORMAT_VERSION
+from mlspec.errors import MlspecError
+from mlspec.hashing import HashCache, hash_json, manifest_hash
+from mlspec.spec import Dataset, Secret, Spec, Step
+
+
+@dataclass
+class Facts:
+    """Everything the planner needs to know about the world, as plain data."""
+
+    datasets: dict = field(default_factory=dict)  # "dataset.X" -> {"hash", "size", "uri"}
+    code: dict = field(default_factory=dict)  # step name -> {relpath or "module:x": hash}
+    secrets: dict = field(default_factory=dict)  # step name -> {param: keyed fingerprint}
+    runcache: dict = field(default_factory=dict)  # fingerprint -> run-cache entry (outputs, metrics)
+
+    def to_dict(self) -> dict:
+        return {"datasets": self.datasets, "code": self.code}
+
+
+# --- code -----------------------------------------------------------------------------------------
+def _module_file(mod: str, roots: list[Path]) -> Path | None:
+    parts = mod.split(".")
+    for root in roots:
+        base = root.joinpath(*parts)
+        for cand in (base.with_suffix(".py"), base / "__init__.py"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+class CodeScanner:
+    """Finds a module's project-local import closure by parsing source (memoised per file)."""
+
+    def __init__(self, project_dir: Path, roots: list[Path], cache: HashCache):
+        self.project_dir, self.roots, self.cache = project_dir, roots, cache
+        self._imports: dict[Path, list[str]] = {}
+        self._closure: dict[str, dict] = {}
+
+    def _imports_of(self, path: Path, modname: str) -> list[str]:
+        if path in self._imports:
+            return self._imports[path]
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except SyntaxError:
+            tree = ast.Module(body=[], type_ignores=[])  # its hash still changes when it is fixed
+        is_pkg = path.name == "__init__.py"
+        package = modname if is_pkg else modname.rpartition(".")[0]
+        names: list[str] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.extend(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".") if package else []
+                    base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                    prefix = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    prefix = node.module or ""
+                if prefix:
+                    names.append(prefix)
+                names.extend(f"{prefix}.{a.name}" if prefix else a.name for a in node.names)
+        self._imports[path] = names
+        return names
+
+    def closure(self, module: str) -> dict:
+        """{relative path: hash} of the module, its parent packages and project-local imports."""
+        if module in self._closure:
+            return self._closure[module]
+        out: dict = {}
+        todo = [module]
+        seen: set = set()
+        while todo:
+            mod = todo.pop()
+            if mod in seen:
+                continue
+            seen.add(mod)
+            parts = mod.split(".")
+            for i in range(1, len(parts)):  # parent packages run on import
+                todo.append(".".join(parts[:i]))
+            path = _module_file(mod, self.roots)
+            if path is None:
+                continue
+            rel = os.path.relpath(path, self.project_dir)
+            out[rel] = self.cache.file(path)[0]
+            todo.extend(self._imports_of(path, mod))
+        self._closure[module] = out
+        return out
+
+
+def code_facts(spec: Spec, step: Step, scanner: CodeScanner, cache: HashCache) -> dict:
+    facts: dict = {}
+    if step.run:
+        module = step.run.partition(":")[0]
+        facts = dict(scanner.closure(module))
+        if not facts:
+            facts = {f"module:{module}": "installed"}  # not in the project: an installed package
+    for dep in step.deps:
+        p = (spec.project_dir / dep)
+        if p.is_dir():
+            facts[dep] = cache.directory(p)[0]
+        elif p.is_file():
+            facts[dep] = cache.file(p)[0]
+        else:
+            raise MlspecError(f"step '{step.name}' declares deps '{dep}', which does not exist",
+                              hint=f"create it or remove it from steps.{step.name}.deps")
+    return facts
+
+
+# --- data -----------------------------------------------------------------------------------------
+def dataset_fact(spec: Spec, ds: Dataset, cache: HashCache) -> dict:
+    uri = ds.uri
+    if "://" not in uri or uri.startswith("file://"):
+        raw = uri[len("file://"):] if uri.startswith("file://") else uri
+        p = Path(raw) if Path(raw).is_absolute() else spec.project_dir / raw
+        if any(c in raw for c in "*?["):
+            files = sorted(f for f in _glob.glob(str(p), recursive=True) if os.path.isfile(f))
+            if not files:
+                raise MlspecError(f"dataset '{ds.name}': no files match {uri}",
+                                  hint=f"check datasets.{ds.name}.uri")
+            entries, total = {}, 0
+            for f in files:
+                d, s = cache.file(f)
+                entries[os.path.relpath(f, spec.project_dir)] = d
+                total += s
+            return {"hash": manifest_hash(entries), "size": total, "uri": uri, "files": len(files)}
+        if p.is_dir():
+            d, s = cache.directory(p)
+            return {"hash": d, "size": s, "uri": uri}
+        if not p.exists():
+            raise MlspecError(f"dataset '{ds.name}': {uri} does not exist",
+                              hint=f"create it, or fix datasets.{ds.name}.uri")
+        d, s = cache.file(p)
+        return {"hash": d, "size": s, "uri": uri}
+    return _remote_fact(ds)
+
+
+def _remote_fact(ds: Dataset) -> dict:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(ds.uri, **dict(ds.options))
+        paths = fs.glob(path) if any(c in path for c in "*?[") else [path]
+        if not paths:
+            raise FileNotFoundError(ds.uri)
+        entries, total = {}, 0
+        for p in sorted(paths):
+            info = fs.info(p)
+            total += int(info.get("size") or 0)
+            tag = info.get("VersionId") or info.get("ETag") or info.get("etag") or info.get("md5Hash")
+            if tag:
+                entries[p] = f"etag:{str(tag).strip(chr(34))}:{info.get('size')}"
+            else:
+                from mlspec.hashing import hash_stream
+
+                with fs.open(p, "rb") as fh:
+                    entries[p] = hash_stream(fh)[0]
+    except FileNotFoundError:
+        raise MlspecError(f"dataset '{ds.name}': {ds.uri} does not exist", hint=f"check datasets.{ds.name}.uri") from None
+    except ImportError as exc:
+        raise MlspecError(f"dataset '{ds.name}': cannot open {ds.uri}: {exc}",
+                          hint="install the fsspec implementation for this URL (e.g. pip install s3fs)") from None
+    digest = entries[paths[0]] if len(entries) == 1 and not any(c in path for c in "*?[") else manifest_hash(entries)
+    return {"hash": digest, "size": total, "uri": ds.uri}
+
+
+# --- secrets --------------------------------------------------------------------------------------
+def secret_fingerprint(value: str, key: str) -> str:
+    """A keyed, deliberately slow fingerprint: a rotation shows as a change, the value stays unguessable."""
+    dk = hashlib.pbkdf2_hmac("sha256", value.encode(), bytes.fromhex(key) if key else b"mlspec", 20_000)
+    return "keyed:" + dk.hex()[:32]
+
+
+def gather(spec: Spec, used_datasets: set, *, cache: HashCache, key: str, runcache: Mapping | None = None) -> Facts:
+    from mlspec.load import code_paths
+
+    roots = [Path(p) for p in code_paths(spec.project_dir)]
+    scanner = CodeScanner(spec.project_dir, roots, cache)
+    facts = Facts(runcache=dict(runcache or {}))
+    for name in sorted(used_datasets):
+        ds = spec.datasets[name]
+        facts.datasets[ds.address] = dataset_fact(spec, ds, cache)
+    for name, step in spec.steps.items():
+        facts.code[name] = code_facts(spec, step, scanner, cache)
+        if step.secret_params:
+            facts.secrets[name] = {p: secret_fingerprint(str(step.params[p]), key) for p in step.secret_params}
+    return facts
+
+
+# --- the fingerprint itself (pure) -----------------------------------------------------------------
+def step_facts(inst, code: Mapping, input_hashes: Mapping, secret_fps: Mapping) -> dict:
+    """The canonical description of what a step instance's result depends on (stored in state)."""
+    step = inst.step
+    params = {}
+    for k, v in inst.params.items():
+        params[k] = secret_fps.get(k, "(sensitive)") if isinstance(v, Secret) or k in step.secret_params else v
+    return {
+        "format": SPEC_FORMAT_VERSION,
+        "run": step.run,
+        "cmd": step.cmd,
+        "code": dict(sorted(code.items())),
+        "params": params,
+        "inputs": dict(sorted(input_hashes.items())),
+        "outputs": sorted(step.outputs),
+        "metrics": sorted(step.metrics),
+        "env": dict(sorted(step.env.items())),
+    }
+
+
+def fingerprint_of(facts: Mapping) -> str:
+    return hash_json(facts)

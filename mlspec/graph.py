@@ -1,0 +1,123 @@
+"""The step graph: matrix expansion into instances, deterministic topological order, cycles.
+
+A step that consumes the outputs of a matrix step fans out with it: ``evaluate`` reading
+``step.train.model`` gets one instance per ``train`` instance (``step.evaluate[C=0.1]``). An input that
+names an instance (``step.train[C=0.1].model``) consumes that one instance only.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import itertools
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from mlspec.addresses import format_value, instance_address, parse_address
+from mlspec.spec import Spec, Step
+
+
+@dataclass(frozen=True)
+class InputRef:
+    name: str  # the step's input name
+    kind: str  # "dataset" or "step"
+    resource: str  # dataset.X or step.Y[k=v]
+    output: str = ""  # output name for step inputs
+
+
+@dataclass(frozen=True)
+class StepInstance:
+    address: str
+    step: Step
+    coords: Mapping = field(default_factory=dict)
+    params: Mapping = field(default_factory=dict)
+    inputs: tuple = ()  # InputRef, sorted by name
+
+    @property
+    def upstream(self) -> tuple:
+        return tuple(sorted({i.resource for i in self.inputs if i.kind == "step"}))
+
+
+class CycleError(ValueError):
+    def __init__(self, cycle: list[str]):
+        super().__init__(" -> ".join(cycle))
+        self.cycle = cycle
+
+
+def step_dependencies(steps: Mapping[str, Step]) -> dict[str, set]:
+    deps: dict[str, set] = {}
+    for name, step in steps.items():
+        deps[name] = set()
+        for ref in step.inputs.values():
+            try:
+                a = parse_address(ref)
+            except ValueError:
+                continue
+            if a.kind == "step" and a.name in steps:
+                deps[name].add(a.name)
+    return deps
+
+
+def step_order(steps: Mapping[str, Step]) -> list[str]:
+    """Step names in a deterministic topological order (sorted within each ready group)."""
+    ts = graphlib.TopologicalSorter(step_dependencies(steps))
+    try:
+        ts.prepare()
+    except graphlib.CycleError as exc:
+        cyc = list(exc.args[1])  # [a, b, c, a]: each depends on the next
+        cyc.reverse()
+        raise CycleError([f"step.{n}" for n in cyc]) from None
+    out = []
+    while ts.is_active():
+        ready = sorted(ts.get_ready())
+        out.extend(ready)
+        ts.done(*ready)
+    return out
+
+
+def _join(a: list[dict], b: list[dict]) -> list[dict]:
+    out = []
+    for x in a:
+        for y in b:
+            if all(x[k] == y[k] for k in x.keys() & y.keys()):
+                out.append({**x, **y})
+    return out
+
+
+def expand(spec: Spec) -> list[StepInstance]:
+    """All step instances in topological order. The spec must be valid (no cycles, refs resolve)."""
+    coords_of: dict[str, list[dict]] = {}
+    instances: list[StepInstance] = []
+    for name in step_order(spec.steps):
+        step = spec.steps[name]
+        combos: list[dict] = [{}]
+        parsed = []
+        for in_name in sorted(step.inputs):
+            a = parse_address(step.inputs[in_name])
+            parsed.append((in_name, a))
+            if a.kind == "step" and not a.selector:
+                combos = _join(combos, coords_of[a.name])
+        if step.matrix:
+            keys = sorted(step.matrix)
+            own = [dict(zip(keys, vals)) for vals in itertools.product(*(step.matrix[k] for k in keys))]
+            combos = [{**c, **o} for c in combos for o in own]
+        coords_of[name] = combos
+        for c in combos:
+            refs = []
+            for in_name, a in parsed:
+                if a.kind == "dataset":
+                    refs.append(InputRef(in_name, "dataset", a.resource))
+                elif a.selector:
+                    refs.append(InputRef(in_name, "step", a.resource, a.output))
+                else:
+                    up_keys = set(coords_of[a.name][0]) if coords_of[a.name] else set()
+                    sub = {k: c[k] for k in up_keys}
+                    refs.append(InputRef(in_name, "step", instance_address(a.name, sub), a.output))
+            params = dict(step.params)
+            params.update({k: v for k, v in c.items() if k in step.matrix})
+            instances.append(StepInstance(instance_address(name, {k: c[k] for k in sorted(c)}),
+                                          step, dict(c), params, tuple(refs)))
+    return instances
+
+
+def matrix_values(step: Step) -> dict[str, list[str]]:
+    return {k: [format_value(v) for v in vals] for k, vals in step.matrix.items()}

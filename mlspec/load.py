@@ -1,0 +1,82 @@
+"""compose -> validate -> Spec: the one entry point commands use to read a project's spec."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from mlspec.compose import Composed, compose
+from mlspec.errors import Diagnostic, SpecError
+from mlspec.schema import schema_diagnostics
+from mlspec.semantic import semantic_diagnostics
+from mlspec.spec import Spec, build_spec
+
+
+def backend_types() -> tuple:
+    """Backend types a spec may name: built-in config groups plus installed plugins."""
+    from mlspec.backends.registry import available_backend_names
+
+    return tuple(sorted(set(available_backend_names()) | {"local", "ray", "docker"}))
+
+
+def validate_composed(c: Composed) -> list[Diagnostic]:
+    schema = schema_diagnostics(c.data, c.sources)
+    semantic = semantic_diagnostics(c.data, c.sources, backend_types())
+    # where both speak about one key, the semantic check says it better (it knows the grammar)
+    covered = {d.path for d in semantic}
+    return sorted(set(semantic) | {d for d in schema if d.path not in covered})
+
+
+def load_spec(project_dir: str | Path = ".", spec_file: str | None = None, overrides: Sequence[str] = (),
+              *, check_imports: bool = False) -> Spec:
+    """Compose, validate and build the Spec; raises SpecError listing every problem."""
+    c = compose(project_dir, spec_file, overrides)
+    diags = validate_composed(c)
+    if diags:
+        raise SpecError(diags)
+    spec = build_spec(c.data, project_dir=c.sources.project_dir, spec_file=c.spec_file,
+                      secret_paths=c.secret_paths, choices=c.choices)
+    if check_imports:
+        diags = import_diagnostics(spec, c)
+        if diags:
+            raise SpecError(diags)
+    return spec
+
+
+def code_paths(project_dir: Path) -> list[str]:
+    """Directories on the import path of `run:` targets: the project, and its src/ when present."""
+    paths = [str(project_dir)]
+    if (project_dir / "src").is_dir():
+        paths.append(str(project_dir / "src"))
+    return paths
+
+
+def import_diagnostics(spec: Spec, c: Composed) -> list[Diagnostic]:
+    """Import every `run:` target (runs module-level user code: only with --check-imports)."""
+    diags = []
+    added = [p for p in code_paths(spec.project_dir) if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        for name, step in spec.steps.items():
+            if not step.run:
+                continue
+            mod_name, _, func = step.run.partition(":")
+            try:
+                mod = importlib.import_module(mod_name)
+            except Exception as exc:  # user code may raise anything at import
+                diags.append(c.sources.diag(("steps", name, "run"), "import-error",
+                                            f"cannot import module '{mod_name}': {type(exc).__name__}: {exc}"))
+                continue
+            target = getattr(mod, func, None)
+            if target is None:
+                diags.append(c.sources.diag(("steps", name, "run"), "import-error",
+                                            f"module '{mod_name}' has no attribute '{func}'"))
+            elif not callable(target):
+                diags.append(c.sources.diag(("steps", name, "run"), "import-error",
+                                            f"'{step.run}' is not callable"))
+    finally:
+        for p in added:
+            sys.path.remove(p)
+    return diags

@@ -1,0 +1,79 @@
+"""Preflight: before anything runs, check that every backend the plan uses can run its steps.
+
+For each backend with work in the plan: the plugin is installed and loads; its settings pass the JSON
+Schema it ships; and its own checks pass (the cluster answers within a timeout, the artifact store is
+reachable from it, modules import there, the requested resources exist).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from mlspec.backends.api import Backend, Context, Requirement
+from mlspec.backends.registry import load_backend_class
+from mlspec.errors import MlspecError
+from mlspec.load import code_paths
+from mlspec.plan import Action
+from mlspec.spec import BackendConfig
+
+
+def backend_context(project) -> Context:
+    spec = project.spec
+    return Context(project_dir=spec.project_dir, artifacts_url=project.artifacts.url,
+                   artifacts_options=dict(spec.storage.options), code_paths=tuple(code_paths(spec.project_dir)))
+
+
+def settings_of(cfg: BackendConfig) -> dict:
+    return {"type": cfg.type, "location": cfg.location, **dict(cfg.settings)}
+
+
+def make_backend(project, cfg: BackendConfig) -> Backend:
+    cls = load_backend_class(cfg.type)
+    settings = settings_of(cfg)
+    schema = getattr(cls, "settings_schema", None)
+    if schema:
+        from jsonschema import Draft202012Validator
+
+        errors = sorted(Draft202012Validator(schema).iter_errors(settings), key=lambda e: list(e.absolute_path))
+        if errors:
+            where = "backend" if cfg.name == "default" else f"backends.{cfg.name}"
+            lines = []
+            for e in errors:
+                path = ".".join([where] + [str(p) for p in e.absolute_path])
+                lines.append(f"{path}: {e.message}")
+            raise MlspecError(f"invalid settings for the {cfg.type} backend:\n  " + "\n  ".join(lines),
+                              hint=f"see backends/{cfg.type}/README.md for its settings")
+    return cls(settings, backend_context(project))
+
+
+def requirements_by_backend(project, instances, plan) -> dict:
+    """Backend config name -> (config, [Requirement]) for the steps the plan will (or may) run."""
+    spec = project.spec
+    active = {c.address for c in plan.changes if c.kind == "step" and c.action not in (Action.NOOP, Action.DELETE)}
+    out: dict = defaultdict(lambda: [None, []])
+    for inst in instances:
+        if inst.address not in active:
+            continue
+        cfg = spec.backend_for(inst.step)
+        entry = out[cfg.name]
+        entry[0] = cfg
+        entry[1].append(Requirement(inst.address, inst.step.resources.to_dict(),
+                                    inst.step.run.partition(":")[0] if inst.step.run else "",
+                                    tuple(r.resource for r in inst.inputs if r.kind == "dataset")))
+    return dict(out)
+
+
+def run_preflight(project, instances, plan) -> list[str]:
+    problems: list[str] = []
+    for name, (cfg, reqs) in sorted(requirements_by_backend(project, instances, plan).items()):
+        try:
+            backend = make_backend(project, cfg)
+        except MlspecError as exc:
+            problems.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+            continue
+        label = cfg.type if name == "default" else f"{name} ({cfg.type})"
+        try:
+            problems.extend(f"backend {label}: {p}" for p in backend.preflight(reqs))
+        finally:
+            backend.close()
+    return problems

@@ -1,0 +1,287 @@
+"""The step runner: executes one task inside the worker process (a local subprocess, a Ray worker, ...).
+
+It puts the project's code on the import path, materialises inputs (as paths, or loaded objects when
+the function's annotation asks for a DataFrame, a dict or a model), calls the function (or runs the
+`cmd`), saves what it returns (DataFrame -> parquet, dict/list -> JSON, a path -> that file, bytes ->
+raw, any other object -> pickle), stores every output in the content-addressed store and returns a
+plain result dict. Backends call :func:`execute`; the local backend runs ``python -m mlspec.runner``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import pickle
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+_EXT = {"parquet": ".parquet", "json": ".json", "pickle": ".pkl", "csv": ".csv", "text": ".txt", "bytes": ".bin"}
+
+
+class StepFailed(Exception):
+    """The user's step failed; carries a short error text."""
+
+
+def _annotation_kind(ann) -> str:
+    if ann is inspect.Parameter.empty or ann is None:
+        return "path"
+    text = ann if isinstance(ann, str) else getattr(ann, "__qualname__", str(ann))
+    mod = "" if isinstance(ann, str) else getattr(ann, "__module__", "")
+    if "DataFrame" in text:
+        return "dataframe"
+    if text in ("dict", "list", "Dict", "List") or text.startswith(("dict[", "list[", "Dict[", "List[")):
+        return "json"
+    if text in ("str", "Path", "pathlib.Path", "os.PathLike") or mod == "pathlib":
+        return "path"
+    if text in ("bytes",):
+        return "bytes"
+    return "object"
+
+
+def _guess_format(path: str) -> str:
+    ext = Path(path).suffix.lower()
+    return {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".pkl": "pickle",
+            ".pickle": "pickle", ".jsonl": "jsonl", ".txt": "text"}.get(ext, "bytes")
+
+
+def _load(path: str, fmt: str, kind: str):
+    if kind == "path":
+        return path
+    if fmt == "auto" or not fmt:
+        fmt = _guess_format(path)
+    if kind == "bytes":
+        return Path(path).read_bytes()
+    if kind == "dataframe":
+        import pandas as pd
+
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        if fmt == "csv":
+            return pd.read_csv(path)
+        if fmt == "jsonl":
+            return pd.read_json(path, lines=True)
+        if fmt == "json":
+            return pd.read_json(path)
+        raise StepFailed(f"cannot load {path} ({fmt}) as a DataFrame")
+    if kind == "json" or fmt == "json":
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    if fmt == "pickle":
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    if fmt == "parquet":
+        import pandas as pd
+
+        return pd.read_parquet(path)
+    if fmt == "csv":
+        import pandas as pd
+
+        return pd.read_csv(path)
+    return path
+
+
+def _save(value, dest_base: Path) -> tuple[str, str]:
+    """Write one returned value; returns (path, format)."""
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and os.path.isfile(value)):
+        p = Path(value)
+        if not p.is_file():
+            raise StepFailed(f"returned path {p} is not a file")
+        return str(p), _guess_format(str(p))
+    mod = type(value).__module__
+    if type(value).__name__ == "DataFrame" and mod.startswith("pandas"):
+        path = dest_base.with_suffix(".parquet")
+        value.to_parquet(path, index=True)
+        return str(path), "parquet"
+    if isinstance(value, (dict, list)):
+        path = dest_base.with_suffix(".json")
+        try:
+            path.write_text(json.dumps(value, sort_keys=True, indent=1, allow_nan=True), encoding="utf-8")
+            return str(path), "json"
+        except TypeError:
+            pass  # not JSON-able: pickle below
+    if isinstance(value, (bytes, bytearray)):
+        path = dest_base.with_suffix(".bin")
+        path.write_bytes(bytes(value))
+        return str(path), "bytes"
+    if isinstance(value, str):
+        path = dest_base.with_suffix(".txt")
+        path.write_text(value, encoding="utf-8")
+        return str(path), "text"
+    path = dest_base.with_suffix(".pkl")
+    with open(path, "wb") as fh:
+        pickle.dump(value, fh, protocol=5)
+    return str(path), "pickle"
+
+
+def _materialise_inputs(task: dict, store, workdir: Path) -> dict:
+    """input name -> (local path, format)."""
+    out = {}
+    indir = workdir / "inputs"
+    indir.mkdir(parents=True, exist_ok=True)
+    for name, spec in sorted(task["inputs"].items()):
+        fmt = spec.get("format") or "auto"
+        if spec.get("hash") and not spec.get("path"):
+            src = store.local_path(spec["hash"], workdir / "cache")
+            link = indir / (name + _EXT.get(fmt, ""))
+            if not link.exists():
+                os.symlink(src, link)
+            out[name] = (str(link), fmt)
+        else:
+            path = spec["path"]
+            if "://" in path and not path.startswith("file://"):
+                import fsspec
+
+                local = indir / (name + Path(path).suffix)
+                with fsspec.open(path, "rb", **spec.get("options", {})) as src, open(local, "wb") as dst:
+                    while chunk := src.read(4 << 20):
+                        dst.write(chunk)
+                path = str(local)
+            out[name] = (path, fmt if fmt != "auto" else _guess_format(path))
+    return out
+
+
+def _call_function(task: dict, inputs: dict, outdir: Path) -> tuple[dict, dict]:
+    import importlib
+
+    mod_name, _, func_name = task["run"].partition(":")
+    module = importlib.import_module(mod_name)
+    func = getattr(module, func_name)
+    sig = inspect.signature(func)
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    kwargs = {}
+    for name, (path, fmt) in inputs.items():
+        p = sig.parameters.get(name)
+        kwargs[name] = _load(path, fmt, _annotation_kind(p.annotation if p else inspect.Parameter.empty))
+    for k, v in task["params"].items():
+        kwargs[k] = v
+    if not accepts_any:
+        missing = [k for k in kwargs if k not in sig.parameters]
+        if missing:
+            raise StepFailed(f"{task['run']}() does not accept {', '.join(missing)}: add "
+                             f"{'them' if len(missing) > 1 else 'it'} as keyword parameter"
+                             f"{'s' if len(missing) > 1 else ''} (or **kwargs)")
+        kwargs = {k: v for k, v in kwargs.items() if k in sig.parameters}
+    result = func(**kwargs)
+    if result is None:
+        result = {}
+    if not isinstance(result, dict):
+        if len(task["outputs"]) == 1:
+            result = {task["outputs"][0]: result}
+        else:
+            raise StepFailed(f"{task['run']}() must return a dict of named outputs, got {type(result).__name__}")
+    metrics = dict(result.pop("metrics", None) or {})
+    for m in task["metrics"]:
+        if m in result:
+            metrics[m] = result.pop(m)
+    outputs = {}
+    for name in task["outputs"]:
+        if name not in result:
+            raise StepFailed(f"{task['run']}() did not return output '{name}' (returned: "
+                             f"{', '.join(sorted(result)) or 'nothing'})")
+        outputs[name] = _save(result.pop(name), outdir / name)
+    if result:
+        raise StepFailed(f"{task['run']}() returned undeclared outputs: {', '.join(sorted(result))}; "
+                         "declare them under `outputs:` (or `metrics:`)")
+    return outputs, metrics
+
+
+def _run_cmd(task: dict, inputs: dict, outdir: Path, project_dir: str) -> tuple[dict, dict]:
+    env = dict(os.environ)
+    out_paths = {name: str(outdir / name) for name in task["outputs"]}
+    metrics_file = outdir / "_metrics.json"
+    subst = {}
+    for name, (path, _fmt) in inputs.items():
+        subst[f"inputs.{name}"] = path
+        env[f"MLSPEC_INPUT_{name.upper().replace('-', '_')}"] = path
+    for name, path in out_paths.items():
+        subst[f"outputs.{name}"] = path
+        env[f"MLSPEC_OUTPUT_{name.upper().replace('-', '_')}"] = path
+    for k, v in task["params"].items():
+        text = v if isinstance(v, str) else json.dumps(v)
+        subst[f"params.{k}"] = text
+        env[f"MLSPEC_PARAM_{k.upper().replace('-', '_')}"] = text
+    env["MLSPEC_METRICS_FILE"] = str(metrics_file)
+    cmd = task["cmd"]
+    for key, val in subst.items():
+        cmd = cmd.replace("${" + key + "}", shlex.quote(val))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    proc = subprocess.run(cmd, shell=True, cwd=project_dir, env=env)
+    if proc.returncode != 0:
+        raise StepFailed(f"command exited with code {proc.returncode}: {task['cmd']}")
+    outputs = {}
+    for name, path in out_paths.items():
+        if not os.path.isfile(path):
+            raise StepFailed(f"command did not write output '{name}' (expected a file at $MLSPEC_OUTPUT_"
+                             f"{name.upper()} / ${{outputs.{name}}})")
+        outputs[name] = (path, _guess_format(path))
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    missing = [m for m in task["metrics"] if m not in metrics]
+    if missing:
+        raise StepFailed(f"command did not report metrics {', '.join(missing)} (write JSON to $MLSPEC_METRICS_FILE)")
+    return outputs, metrics
+
+
+def execute(task: dict, workdir: str | None = None) -> dict:
+    """Run one task; always returns a result dict (status succeeded/failed), never raises for user errors."""
+    from mlspec.artifacts import ArtifactStore
+
+    started = time.time()
+    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mlspec-task-"))
+    outdir = tmp / "outputs"
+    outdir.mkdir(parents=True, exist_ok=True)
+    project_dir = task["project_dir"]
+    old_cwd, old_path = os.getcwd(), list(sys.path)
+    try:
+        store = ArtifactStore(task["artifacts"]["url"], task["artifacts"].get("options"))
+        for p in reversed(task.get("code_paths", [])):
+            if p not in sys.path:
+                sys.path.insert(0, p)
+        os.chdir(project_dir)
+        inputs = _materialise_inputs(task, store, tmp)
+        if task.get("run"):
+            produced, metrics = _call_function(task, inputs, outdir)
+        else:
+            produced, metrics = _run_cmd(task, inputs, outdir, project_dir)
+        bad = {k: v for k, v in metrics.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
+        if bad:
+            raise StepFailed(f"metrics must be numbers: {', '.join(f'{k}={v!r}' for k, v in bad.items())}")
+        outputs = {}
+        for name, (path, fmt) in produced.items():
+            digest, size = store.put_file(path)
+            outputs[name] = {"hash": digest, "size": size, "format": fmt}
+        return {"status": "succeeded", "outputs": outputs, "metrics": {k: float(v) for k, v in metrics.items()},
+                "error": "", "duration": time.time() - started}
+    except StepFailed as exc:
+        return {"status": "failed", "outputs": {}, "metrics": {}, "error": str(exc), "duration": time.time() - started}
+    except BaseException as exc:  # user code: anything may happen; report it, do not die silently
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        last = f"{type(exc).__name__}: {exc}"
+        return {"status": "failed", "outputs": {}, "metrics": {}, "error": last, "traceback": tb,
+                "duration": time.time() - started}
+    finally:
+        os.chdir(old_cwd)
+        sys.path[:] = old_path
+
+
+def main() -> int:
+    """``python -m mlspec.runner RESULT_PATH``: the task JSON arrives on stdin (secrets never touch disk)."""
+    result_path = sys.argv[1]
+    task = json.loads(sys.stdin.read())
+    workdir = os.path.dirname(result_path)
+    result = execute(task, workdir)
+    from mlspec.storage import atomic_write_local
+
+    atomic_write_local(result_path, json.dumps(result).encode())
+    return 0 if result["status"] == "succeeded" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

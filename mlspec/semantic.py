@@ -1,0 +1,347 @@
+"""Semantic checks beyond the schema: references resolve, the graph is acyclic, names and expressions parse.
+
+Written defensively: it runs even when the schema found problems, so the user sees every error at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from mlspec.addresses import format_value, parse_address
+from mlspec.compose import SourceMap
+from mlspec.errors import Diagnostic, did_you_mean
+from mlspec.gates import parse_gate
+
+MAX_INSTANCES = 10_000
+BUILTIN_BACKEND_TYPES = ("local", "ray", "docker")
+
+
+def _m(d: Any) -> Mapping:
+    return d if isinstance(d, dict) else {}
+
+
+def cron_error(expr: Any) -> str:
+    """'' when ``expr`` is a valid 5-field cron expression (or @daily etc.), else why not."""
+    if not isinstance(expr, str) or not expr.strip():
+        return "a schedule is a cron expression string, e.g. \"0 2 * * *\""
+    from croniter import croniter
+
+    text = expr.strip()
+    if not text.startswith("@") and len(text.split()) != 5:
+        return (f"cron expression {expr!r} has {len(text.split())} fields; expected 5 "
+                "(minute hour day-of-month month day-of-week), e.g. \"0 2 * * *\"")
+    try:
+        croniter(text)
+    except Exception as exc:  # croniter raises several error types for bad expressions
+        return f"invalid cron expression {expr!r}: {exc}"
+    return ""
+
+
+class _Checker:
+    def __init__(self, data: Mapping, smap: SourceMap, backend_types: tuple):
+        self.data, self.smap, self.backend_types = data, smap, backend_types
+        self.diags: list[Diagnostic] = []
+        self.datasets = _m(data.get("datasets"))
+        self.steps = _m(data.get("steps"))
+        self.models = _m(data.get("models"))
+        self.deployments = _m(data.get("deployments"))
+        self.monitors = _m(data.get("monitors"))
+        self.triggers = _m(data.get("triggers"))
+        self.backends = _m(data.get("backends"))
+
+    def err(self, path, code, message, prefer_key=False):
+        self.diags.append(self.smap.diag(path, code, message, prefer_key=prefer_key))
+
+    # --- references ---------------------------------------------------------------------------
+    def outputs_of(self, step: str) -> list[str]:
+        outs = _m(self.steps.get(step)).get("outputs")
+        return [o for o in outs if isinstance(o, str)] if isinstance(outs, list) else []
+
+    def metrics_of(self, step: str) -> list[str]:
+        ms = _m(self.steps.get(step)).get("metrics")
+        return [o for o in ms if isinstance(o, str)] if isinstance(ms, list) else []
+
+    def check_ref(self, path, ref, allowed: tuple, *, need_output: bool | None = None) -> tuple | None:
+        """Check an address; returns (kind, name, output) when it resolves."""
+        if not isinstance(ref, str):
+            return None
+        try:
+            a = parse_address(ref)
+        except ValueError as exc:
+            self.err(path, "bad-reference", str(exc))
+            return None
+        if a.kind not in allowed:
+            self.err(path, "bad-reference", f"'{ref}' must name a {' or '.join(allowed)}")
+            return None
+        table = {"dataset": self.datasets, "step": self.steps, "model": self.models,
+                 "deployment": self.deployments, "monitor": self.monitors, "trigger": self.triggers}[a.kind]
+        if a.name not in table:
+            known = sorted(table)
+            self.err(path, "dangling-reference", f"'{ref}' refers to {a.kind} '{a.name}', which is not declared"
+                     + (did_you_mean(a.name, known) or (f" (declared: {', '.join(known)})" if known else "")))
+            return None
+        if a.kind == "step":
+            if a.selector:
+                matrix = _m(_m(self.steps[a.name]).get("matrix"))
+                for k, v in a.selector:
+                    vals = matrix.get(k)
+                    if not isinstance(vals, list):
+                        self.err(path, "bad-selector", f"'{ref}': step '{a.name}' has no matrix key '{k}'"
+                                 + did_you_mean(k, list(matrix)))
+                    elif v not in [format_value(x) for x in vals]:
+                        self.err(path, "bad-selector", f"'{ref}': {k}={v} is not one of the matrix values "
+                                 f"{', '.join(format_value(x) for x in vals)}")
+            if need_output is True and not a.output:
+                self.err(path, "bad-reference", f"'{ref}' must name an output: step.{a.name}.OUTPUT")
+                return None
+            if need_output is False and a.output:
+                self.err(path, "bad-reference", f"'{ref}' must name a step (step.{a.name}), not an output")
+                return None
+            if a.output and a.output not in self.outputs_of(a.name):
+                outs = self.outputs_of(a.name)
+                self.err(path, "dangling-reference", f"'{ref}': step '{a.name}' has no output '{a.output}'"
+                         + (did_you_mean(a.output, outs) or (f" (outputs: {', '.join(outs)})" if outs
+                                                               else " (it declares no outputs)")))
+                return None
+        elif a.output:
+            self.err(path, "bad-reference", f"'{ref}': a {a.kind} has no outputs; use {a.kind}.{a.name}")
+            return None
+        return a.kind, a.name, a.output
+
+    def check_backend_name(self, path, name):
+        if not isinstance(name, str):
+            return
+        if name in self.backends or name in self.backend_types:
+            return
+        choices = sorted(set(self.backends) | set(self.backend_types))
+        self.err(path, "unknown-backend", f"unknown backend '{name}'{did_you_mean(name, choices)} "
+                 f"(declare it under `backends:` or use an installed type: {', '.join(self.backend_types)})")
+
+    # --- per section ----------------------------------------------------------------------------
+    def run(self) -> list[Diagnostic]:
+        self.check_steps()
+        self.check_cycles()
+        self.check_models()
+        self.check_deployments()
+        self.check_monitors()
+        self.check_triggers()
+        return self.diags
+
+    def check_steps(self):
+        for name, step in self.steps.items():
+            step = _m(step)
+            base = ("steps", name)
+            for in_name, ref in _m(step.get("inputs")).items():
+                r = self.check_ref(base + ("inputs", in_name), ref, ("dataset", "step"))
+                if r and r[0] == "step" and not r[2]:
+                    self.err(base + ("inputs", in_name), "bad-reference",
+                             f"'{ref}' must name an output: step.{r[1]}.OUTPUT"
+                             + (f" (outputs: {', '.join(self.outputs_of(r[1]))})" if self.outputs_of(r[1]) else ""))
+            outs = step.get("outputs")
+            if isinstance(outs, list):
+                seen = set()
+                for i, o in enumerate(outs):
+                    if o in seen:
+                        self.err(base + ("outputs", i), "duplicate-output",
+                                 f"output '{o}' is declared twice in step '{name}'")
+                    seen.add(o) if isinstance(o, str) else None
+                for i, mname in enumerate(self.metrics_of(name)):
+                    if mname in seen:
+                        self.err(base + ("metrics", i), "duplicate-output",
+                                 f"'{mname}' is both an output and a metric of step '{name}'")
+            matrix = step.get("matrix")
+            if isinstance(matrix, dict):
+                n = 1
+                for k, vals in matrix.items():
+                    if not isinstance(vals, list):
+                        continue
+                    n *= max(len(vals), 1)
+                    texts = [format_value(v) for v in vals if isinstance(v, (str, int, float, bool))]
+                    dups = {t for t in texts if texts.count(t) > 1}
+                    if dups:
+                        self.err(base + ("matrix", k), "matrix-duplicate",
+                                 f"matrix value {sorted(dups)[0]} is listed twice for '{k}'")
+                    for i, v in enumerate(vals):
+                        if isinstance(v, str) and any(c in v for c in ",=[]"):
+                            self.err(base + ("matrix", k, i), "matrix-value",
+                                     f"matrix value {v!r} may not contain ',', '=', '[' or ']' (it becomes part of "
+                                     "the instance address)")
+                if n > MAX_INSTANCES:
+                    self.err(base + ("matrix",), "matrix-too-large",
+                             f"the matrix expands to {n} instances; the limit is {MAX_INSTANCES}")
+                params = _m(step.get("params"))
+                for k in matrix:
+                    if isinstance(params.get(k), dict):
+                        self.err(base + ("matrix", k), "matrix-conflict",
+                                 f"matrix key '{k}' would replace the mapping in params.{k}")
+            if "backend" in step:
+                self.check_backend_name(base + ("backend",), step.get("backend"))
+            cmd = step.get("cmd")
+            if isinstance(cmd, str):
+                import re
+
+                for m in re.finditer(r"\$\{(inputs|outputs|params)\.([A-Za-z0-9_-]+)\}", cmd):
+                    group, key = m.groups()
+                    table = {"inputs": list(_m(step.get("inputs"))), "outputs": self.outputs_of(name),
+                             "params": list(_m(step.get("params"))) + list(_m(step.get("matrix")))}[group]
+                    if key not in table:
+                        self.err(base + ("cmd",), "bad-placeholder",
+                                 f"${{{group}.{key}}} in cmd: step '{name}' has no {group[:-1]} '{key}'"
+                                 + did_you_mean(key, table))
+
+    def check_cycles(self):
+        deps: dict[str, set] = {}
+        for name, step in self.steps.items():
+            deps[name] = set()
+            for ref in _m(_m(step).get("inputs")).values():
+                try:
+                    a = parse_address(ref) if isinstance(ref, str) else None
+                except ValueError:
+                    a = None
+                if a and a.kind == "step" and a.name in self.steps:
+                    deps[name].add(a.name)
+        import graphlib
+
+        try:
+            graphlib.TopologicalSorter(deps).prepare()
+        except graphlib.CycleError as exc:
+            cyc = list(reversed(exc.args[1]))
+            # rotate so the cycle starts at its smallest name: stable output
+            body = cyc[:-1]
+            i = body.index(min(body))
+            body = body[i:] + body[:i]
+            text = " -> ".join(f"step.{n}" for n in body + [body[0]])
+            self.err(("steps", body[0]), "cycle", f"the steps form a cycle: {text}", prefer_key=True)
+            return
+        # matrix keys may not repeat upstream fan-out keys
+        coords: dict[str, set] = {}
+        ts = graphlib.TopologicalSorter(deps)
+        for name in ts.static_order():
+            step = _m(self.steps[name])
+            inherited: set = set()
+            for ref in _m(step.get("inputs")).values():
+                try:
+                    a = parse_address(ref) if isinstance(ref, str) else None
+                except ValueError:
+                    a = None
+                if a and a.kind == "step" and a.name in coords and not a.selector:
+                    inherited |= coords[a.name]
+            own = set(_m(step.get("matrix")))
+            for k in sorted(own & inherited):
+                self.err(("steps", name, "matrix", k), "matrix-conflict",
+                         f"matrix key '{k}' is already fanned out by an upstream step; rename it")
+            coords[name] = own | inherited
+
+    def check_models(self):
+        for name, model in self.models.items():
+            model = _m(model)
+            base = ("models", name)
+            src = self.check_ref(base + ("from",), model.get("from"), ("step",), need_output=True) \
+                if "from" in model else None
+            metrics_step = None
+            if "metrics" in model:
+                r = self.check_ref(base + ("metrics",), model.get("metrics"), ("step",), need_output=False)
+                if r:
+                    metrics_step = r[1]
+                    if not self.metrics_of(metrics_step):
+                        self.err(base + ("metrics",), "no-metrics",
+                                 f"step '{metrics_step}' declares no `metrics:`; list the metrics it returns")
+            known_metrics = self.metrics_of(metrics_step) if metrics_step else (
+                self.metrics_of(src[1]) if src else [])
+            for metric, expr in _m(model.get("gates")).items():
+                try:
+                    parse_gate(expr)
+                except ValueError as exc:
+                    self.err(base + ("gates", metric), "bad-gate", str(exc))
+                if known_metrics and metric not in known_metrics:
+                    self.err(base + ("gates", metric), "unknown-metric",
+                             f"gate on '{metric}', which the metrics step does not produce"
+                             + (did_you_mean(metric, known_metrics) or f" (metrics: {', '.join(known_metrics)})"),
+                             prefer_key=True)
+                elif not known_metrics and "metrics" not in model:
+                    self.err(base + ("gates", metric), "no-metrics",
+                             "gates need `metrics: step.NAME` naming the step that computes them", prefer_key=True)
+            for sub, key in (("promote", "if_better"), ("select", "metric")):
+                metric = _m(model.get(sub)).get(key)
+                if isinstance(metric, str) and known_metrics and metric not in known_metrics:
+                    self.err(base + (sub, key), "unknown-metric",
+                             f"'{metric}' is not a metric of the metrics step"
+                             + (did_you_mean(metric, known_metrics) or f" (metrics: {', '.join(known_metrics)})"))
+
+    def aliases_of(self, model: str) -> list[str]:
+        alias = _m(_m(self.models.get(model)).get("promote")).get("alias")
+        return [alias] if isinstance(alias, str) else []
+
+    def check_deployments(self):
+        for name, dep in self.deployments.items():
+            dep = _m(dep)
+            base = ("deployments", name)
+            ref = dep.get("model")
+            if isinstance(ref, str) and "@" in ref:
+                model, _, tag = ref.partition("@")
+                if model not in self.models:
+                    known = sorted(self.models)
+                    self.err(base + ("model",), "dangling-reference",
+                             f"'{ref}' refers to model '{model}', which is not declared"
+                             + (did_you_mean(model, known) or (f" (declared: {', '.join(known)})" if known else "")))
+                elif not tag.isdigit() and tag not in self.aliases_of(model):
+                    aliases = self.aliases_of(model)
+                    self.err(base + ("model",), "unknown-alias",
+                             f"model '{model}' is never promoted to alias '{tag}'"
+                             + (did_you_mean(tag, aliases) or (f" (it promotes to: {', '.join(aliases)})" if aliases
+                                                               else "; add `promote: {alias: " + tag + "}` to it")))
+            if "backend" in dep:
+                self.check_backend_name(base + ("backend",), dep.get("backend"))
+        ports: dict = {}
+        for name, dep in self.deployments.items():
+            port = _m(dep).get("port")
+            if isinstance(port, int) and not isinstance(port, bool):
+                if port in ports:
+                    self.err(("deployments", name, "port"), "port-conflict",
+                             f"port {port} is also used by deployment '{ports[port]}'")
+                ports.setdefault(port, name)
+
+    def check_monitors(self):
+        for name, mon in self.monitors.items():
+            mon = _m(mon)
+            base = ("monitors", name)
+            dep = mon.get("deployment")
+            if isinstance(dep, str) and dep not in self.deployments:
+                known = sorted(self.deployments)
+                self.err(base + ("deployment",), "dangling-reference",
+                         f"deployment '{dep}' is not declared"
+                         + (did_you_mean(dep, known) or (f" (declared: {', '.join(known)})" if known else "")))
+            if "reference" in mon:
+                r = self.check_ref(base + ("reference",), mon.get("reference"), ("dataset", "step"))
+                if r and r[0] == "step" and not r[2]:
+                    self.err(base + ("reference",), "bad-reference",
+                             f"'{mon.get('reference')}' must name a step output: step.{r[1]}.OUTPUT")
+            if "schedule" in mon:
+                msg = cron_error(mon.get("schedule"))
+                if msg:
+                    self.err(base + ("schedule",), "bad-cron", msg)
+
+    def check_triggers(self):
+        for name, trig in self.triggers.items():
+            trig = _m(trig)
+            base = ("triggers", name)
+            if "schedule" in trig:
+                msg = cron_error(trig.get("schedule"))
+                if msg:
+                    self.err(base + ("schedule",), "bad-cron", msg)
+            if "dataset" in trig:
+                self.check_ref(base + ("dataset",), trig.get("dataset"), ("dataset",))
+            mon = trig.get("monitor")
+            if isinstance(mon, str) and mon not in self.monitors:
+                known = sorted(self.monitors)
+                self.err(base + ("monitor",), "dangling-reference", f"monitor '{mon}' is not declared"
+                         + (did_you_mean(mon, known) or (f" (declared: {', '.join(known)})" if known else "")))
+            targets = trig.get("apply")
+            if isinstance(targets, list):
+                for i, ref in enumerate(targets):
+                    self.check_ref(base + ("apply", i), ref, ("dataset", "step", "model", "deployment", "monitor"))
+
+
+def semantic_diagnostics(data: Mapping, smap: SourceMap, backend_types: tuple = BUILTIN_BACKEND_TYPES
+                         ) -> list[Diagnostic]:
+    return _Checker(data, smap, backend_types).run()

@@ -1,0 +1,257 @@
+"""The Spec: frozen, plain data built from a validated, composed spec. No I/O, no OmegaConf."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlspec import SPEC_FORMAT_VERSION
+from mlspec.units import parse_duration, parse_size
+
+
+class Secret(str):
+    """A secret string: behaves like its value for the step, prints as ``(sensitive)``."""
+
+    def __repr__(self) -> str:  # never leak through logs or reprs
+        return "'(sensitive)'"
+
+    __str__ = str.__str__
+
+
+@dataclass(frozen=True)
+class Storage:
+    state: str = ".mlspec/state"
+    artifacts: str = ".mlspec/artifacts"
+    workspace: str = "default"
+    options: Mapping = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    name: str  # "default" for the top-level backend, else the key in `backends` or the type
+    type: str
+    location: str = "local"
+    settings: Mapping = field(default_factory=dict)  # everything else, checked by the plugin
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    uri: str
+    format: str = "auto"
+    description: str = ""
+    residency: tuple = ()
+    options: Mapping = field(default_factory=dict)
+    contract: Mapping | None = None
+
+    @property
+    def address(self) -> str:
+        return f"dataset.{self.name}"
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1
+    gpus: float = 0
+    memory: int | None = None
+    custom: Mapping = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"cpus": self.cpus, "gpus": self.gpus, "memory": self.memory, "custom": dict(self.custom)}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: str = ""
+    cmd: str = ""
+    description: str = ""
+    inputs: Mapping = field(default_factory=dict)  # input name -> address text
+    outputs: tuple = ()
+    deps: tuple = ()
+    params: Mapping = field(default_factory=dict)
+    secret_params: frozenset = frozenset()
+    metrics: tuple = ()
+    resources: Resources = field(default_factory=Resources)
+    retries: int = 0
+    backoff: float = 1.0
+    timeout: float | None = None
+    backend: str = ""
+    matrix: Mapping = field(default_factory=dict)
+    env: Mapping = field(default_factory=dict)
+    cache: bool = True
+
+    @property
+    def address(self) -> str:
+        return f"step.{self.name}"
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    source: str
+    metrics: str = ""
+    gates: Mapping = field(default_factory=dict)
+    select: Mapping = field(default_factory=dict)
+    promote: Mapping = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    model: str
+    backend: str = ""
+    port: int | None = None
+    replicas: int = 1
+    health: Mapping = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Monitor:
+    name: str
+    deployment: str
+    reference: str
+    method: str
+    threshold: float
+    features: tuple = ()
+    schedule: str = ""
+    window: int | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    schedule: str = ""
+    dataset: str = ""
+    monitor: str = ""
+    apply: tuple = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Spec:
+    project: str
+    project_dir: Path
+    spec_file: Path
+    spec_version: int = SPEC_FORMAT_VERSION
+    description: str = ""
+    storage: Storage = field(default_factory=Storage)
+    backend: BackendConfig = field(default_factory=lambda: BackendConfig("default", "local"))
+    backends: Mapping = field(default_factory=dict)
+    secret_names: tuple = ()
+    datasets: Mapping = field(default_factory=dict)
+    steps: Mapping = field(default_factory=dict)
+    models: Mapping = field(default_factory=dict)
+    deployments: Mapping = field(default_factory=dict)
+    monitors: Mapping = field(default_factory=dict)
+    triggers: Mapping = field(default_factory=dict)
+    digest: str = ""
+    config: Mapping = field(default_factory=dict)  # resolved spec as data, secrets masked
+    choices: Mapping = field(default_factory=dict)
+
+    def backend_for(self, step: Step) -> BackendConfig:
+        """The backend a step runs on: its own `backend:` (a name in `backends` or a type) or the default."""
+        if not step.backend:
+            return self.backend
+        if step.backend in self.backends:
+            return self.backends[step.backend]
+        if step.backend == self.backend.type:
+            return self.backend
+        return BackendConfig(step.backend, step.backend)
+
+
+MASK = "(sensitive)"
+
+
+def _backend(name: str, data: Mapping) -> BackendConfig:
+    settings = {k: v for k, v in data.items() if k not in ("type", "location")}
+    return BackendConfig(name, str(data.get("type", "local")), str(data.get("location", "local")), settings)
+
+
+def _mask(data: Any, secret_paths: frozenset, path: tuple = ()) -> Any:
+    if path in secret_paths:
+        return MASK
+    if isinstance(data, dict):
+        if path == ("secrets",):
+            return {k: MASK for k in data}
+        if set(data) == {"value", "secret"} and data.get("secret") is True:
+            return {"value": MASK, "secret": True}
+        return {k: _mask(v, secret_paths, path + (k,)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_mask(v, secret_paths, path + (i,)) for i, v in enumerate(data)]
+    return data
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, secret_paths: frozenset = frozenset(),
+               choices: Mapping | None = None) -> Spec:
+    """Build the frozen Spec from validated plain data (schema and semantic checks already passed)."""
+    import xxhash
+
+    masked = _mask(dict(data), secret_paths)
+    digest = xxhash.xxh3_128_hexdigest(_canonical(masked))
+    st = data.get("storage") or {}
+    storage = Storage(st.get("state", ".mlspec/state"), st.get("artifacts", ".mlspec/artifacts"),
+                      st.get("workspace", "default"), dict(st.get("options") or {}))
+    steps = {}
+    for name, s in (data.get("steps") or {}).items():
+        params, secret_params = {}, set()
+        for k, v in (s.get("params") or {}).items():
+            if isinstance(v, dict) and set(v) == {"value", "secret"} and v.get("secret") is True:
+                params[k] = Secret(str(v["value"]))
+                secret_params.add(k)
+            elif ("steps", name, "params", k) in secret_paths:
+                params[k] = Secret(str(v))
+                secret_params.add(k)
+            else:
+                params[k] = v
+        res = s.get("resources") or {}
+        retries = s.get("retries", 0)
+        backoff = 1.0
+        if isinstance(retries, dict):
+            backoff = float(retries.get("backoff", 1.0))
+            retries = int(retries.get("count", 0))
+        steps[name] = Step(
+            name=name, run=s.get("run", ""), cmd=s.get("cmd", ""), description=s.get("description", ""),
+            inputs=dict(s.get("inputs") or {}), outputs=tuple(s.get("outputs") or ()),
+            deps=tuple(s.get("deps") or ()), params=params, secret_params=frozenset(secret_params),
+            metrics=tuple(s.get("metrics") or ()),
+            resources=Resources(float(res.get("cpus", 1)), float(res.get("gpus", 0)),
+                                parse_size(res["memory"]) if res.get("memory") is not None else None,
+                                dict(res.get("custom") or {})),
+            retries=int(retries), backoff=backoff,
+            timeout=parse_duration(s["timeout"]) if s.get("timeout") is not None else None,
+            backend=s.get("backend", ""), matrix={k: list(v) for k, v in (s.get("matrix") or {}).items()},
+            env={k: str(v) for k, v in (s.get("env") or {}).items()}, cache=bool(s.get("cache", True)))
+    datasets = {n: Dataset(n, d["uri"], d.get("format", "auto"), d.get("description", ""),
+                           tuple(d.get("residency") or ()), dict(d.get("options") or {}), d.get("contract"))
+                for n, d in (data.get("datasets") or {}).items()}
+    models = {n: Model(n, m["from"], m.get("metrics", ""), dict(m.get("gates") or {}), dict(m.get("select") or {}),
+                       dict(m.get("promote") or {}), m.get("description", ""))
+              for n, m in (data.get("models") or {}).items()}
+    deployments = {n: Deployment(n, d["model"], d.get("backend", ""), d.get("port"), int(d.get("replicas", 1)),
+                                 dict(d.get("health") or {}), d.get("description", ""))
+                   for n, d in (data.get("deployments") or {}).items()}
+    monitors = {n: Monitor(n, m["deployment"], m["reference"], m["method"], float(m["threshold"]),
+                           tuple(m.get("features") or ()), m.get("schedule", ""), m.get("window"),
+                           m.get("description", ""))
+                for n, m in (data.get("monitors") or {}).items()}
+    triggers = {n: Trigger(n, t.get("schedule", ""), t.get("dataset", ""), t.get("monitor", ""),
+                           tuple(t.get("apply") or ()), t.get("description", ""))
+                for n, t in (data.get("triggers") or {}).items()}
+    return Spec(
+        project=data["project"], project_dir=project_dir, spec_file=spec_file,
+        spec_version=int(data.get("spec_version", SPEC_FORMAT_VERSION)), description=data.get("description", ""),
+        storage=storage, backend=_backend("default", data.get("backend") or {"type": "local"}),
+        backends={n: _backend(n, b) for n, b in (data.get("backends") or {}).items()},
+        secret_names=tuple(sorted((data.get("secrets") or {}).keys())),
+        datasets=datasets, steps=steps, models=models, deployments=deployments, monitors=monitors,
+        triggers=triggers, digest=digest, config=masked, choices=dict(choices or {}))

@@ -1,0 +1,144 @@
+"""YAML sources with positions: every key path maps back to its file, line and column.
+
+PyYAML's C loader builds the node graph once; we walk it for duplicate keys and positions, then let the
+constructor turn the same nodes into plain data. Hydra re-reads the files for composition; we read them
+here for diagnostics (syntax errors, tabs, empty files, duplicate keys) and to locate every key path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from mlspec.errors import Diagnostic, SpecError
+
+try:  # libyaml is ~10x faster; fall back to the pure-Python loader when it is missing
+    _Loader = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on the PyYAML build
+    _Loader = yaml.SafeLoader
+
+Path_ = tuple  # a key path: ("steps", "train", "params", "C") or ("steps", "x", "outputs", 0)
+
+
+@dataclass
+class YamlSource:
+    """A parsed YAML file: its data and the (line, column) of every key and value (1-based)."""
+
+    file: str  # as shown to the user (relative to the project when possible)
+    data: Any
+    key_marks: dict = field(default_factory=dict)
+    value_marks: dict = field(default_factory=dict)
+    text: str = ""
+
+    def locate(self, path: Path_, prefer_key: bool = False) -> tuple[int, int] | None:
+        """Position of the longest prefix of ``path`` present in this file."""
+        p = tuple(path)
+        while True:
+            if prefer_key and p in self.key_marks:
+                return self.key_marks[p]
+            if p in self.value_marks:
+                return self.value_marks[p]
+            if p in self.key_marks:
+                return self.key_marks[p]
+            if not p:
+                return None
+            p = p[:-1]
+
+    def depth_of(self, path: Path_) -> int:
+        """How many leading parts of ``path`` this file defines (0 = none)."""
+        p = tuple(path)
+        while p:
+            if p in self.value_marks:
+                return len(p)
+            p = p[:-1]
+        return 0
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _walk(node: yaml.Node, path: tuple, src: YamlSource, diags: list[Diagnostic]) -> None:
+    src.value_marks[path] = _mark(node)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, tuple[int, int]] = {}
+        for knode, vnode in node.value:
+            if knode.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = knode.value if isinstance(knode, yaml.ScalarNode) else str(knode.value)
+            if key in seen:
+                line, col = _mark(knode)
+                first = seen[key][0]
+                diags.append(Diagnostic(src.file, line, col, ".".join(map(str, path + (key,))),
+                                        "duplicate-key",
+                                        f"key '{key}' appears twice in this mapping (first at line {first}); "
+                                        "YAML keeps only the last one: remove or rename one"))
+            seen[key] = _mark(knode)
+            src.key_marks[path + (key,)] = _mark(knode)
+            _walk(vnode, path + (key,), src, diags)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            src.key_marks[path + (i,)] = _mark(item)
+            _walk(item, path + (i,), src, diags)
+
+
+def _syntax_diag(file: str, text: str, exc: yaml.YAMLError) -> Diagnostic:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+    problem = getattr(exc, "problem", None) or str(exc)
+    lines = text.splitlines()
+    # Find a tab used for indentation near the error: the most common YAML mistake.
+    for i, ln in enumerate(lines, 1):
+        stripped = ln.lstrip(" ")
+        if stripped.startswith("\t") and (not line or abs(i - line) <= 1 or "\t" in problem):
+            return Diagnostic(file, i, len(ln) - len(stripped) + 1, "", "yaml-tab",
+                              "tab character used for indentation; YAML indents with spaces only")
+    context = getattr(exc, "context", None)
+    msg = f"invalid YAML: {problem}"
+    if context:
+        msg += f" ({context})"
+    return Diagnostic(file, line, col, "", "yaml-syntax", msg)
+
+
+def parse_yaml(text: str, file: str, *, require_mapping: bool = True) -> YamlSource:
+    """Parse YAML text into a :class:`YamlSource`; every problem becomes a diagnostic."""
+    src = YamlSource(file=file, data=None, text=text)
+    diags: list[Diagnostic] = []
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _walk(node, (), src, diags)
+                src.data = loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise SpecError([_syntax_diag(file, text, exc)]) from None
+    if require_mapping:
+        if src.data is None:
+            diags.append(Diagnostic(file, 1, 1, "", "empty-spec",
+                                    "the file is empty; a spec needs at least `project: NAME` "
+                                    "(run `mlspec init` for a starting point)"))
+        elif not isinstance(src.data, dict):
+            kind = type(src.data).__name__.replace("str", "string").replace("list", "list")
+            diags.append(Diagnostic(file, 1, 1, "", "root-not-mapping",
+                                    f"the top level must be a mapping of keys (project:, steps:, ...), got a {kind}"))
+    if diags:
+        raise SpecError(diags)
+    return src
+
+
+def load_yaml(path: str | os.PathLike, shown_as: str | None = None, *, require_mapping: bool = True) -> YamlSource:
+    shown = shown_as or str(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise SpecError([Diagnostic(shown, 0, 0, "", "file-not-found", "file not found")]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError([Diagnostic(shown, 0, 0, "", "not-utf8", f"the file is not UTF-8 text ({exc.reason})")]) from None
+    return parse_yaml(text, shown, require_mapping=require_mapping)
