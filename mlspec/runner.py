@@ -29,8 +29,9 @@ class StepFailed(Exception):
 
 
 def _annotation_kind(ann) -> str:
+    """How to hand an input to the function: by its annotation; unannotated inputs load by format."""
     if ann is inspect.Parameter.empty or ann is None:
-        return "path"
+        return "object"
     text = ann if isinstance(ann, str) else getattr(ann, "__qualname__", str(ann))
     mod = "" if isinstance(ann, str) else getattr(ann, "__module__", "")
     if "DataFrame" in text:
@@ -75,14 +76,10 @@ def _load(path: str, fmt: str, kind: str):
     if fmt == "pickle":
         with open(path, "rb") as fh:
             return pickle.load(fh)
-    if fmt == "parquet":
-        import pandas as pd
-
-        return pd.read_parquet(path)
-    if fmt == "csv":
-        import pandas as pd
-
-        return pd.read_csv(path)
+    if fmt in ("parquet", "csv", "jsonl"):
+        return _load(path, fmt, "dataframe")
+    if fmt == "text":
+        return Path(path).read_text(encoding="utf-8")
     return path
 
 

@@ -1,0 +1,74 @@
+"""Step functions of the churn example: plain Python, inputs and params arrive as keyword arguments.
+
+Annotations tell mlspec how to load an input (a DataFrame from parquet/csv, an object from a model file);
+what a step returns is saved by type (DataFrame -> parquet, estimator -> model file, numbers listed under
+`metrics:` -> metrics).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from churn.features import encode
+
+PLANS = ["basic", "pro", "team"]
+
+
+def ingest(rows: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 90, rows)
+    tenure = rng.integers(0, 72, rows)
+    plan = rng.choice(PLANS, rows, p=[0.6, 0.3, 0.1])
+    region = rng.choice(["north", "south", "east", "west"], rows)
+    charges = np.round(rng.normal(60, 20, rows).clip(5, 200), 2)
+    support_calls = rng.poisson(1.5, rows)
+    logit = -1.2 + 0.45 * support_calls - 0.04 * tenure + 0.012 * (charges - 60) + (plan == "basic") * 0.6
+    churned = rng.random(rows) < 1 / (1 + np.exp(-logit))
+    df = pd.DataFrame({"customer_id": np.arange(rows), "age": age, "tenure_months": tenure, "plan": plan,
+                       "region": region, "monthly_charges": charges, "support_calls": support_calls,
+                       "churned": churned.astype(int)})
+    return {"raw": df}
+
+
+def check(raw: pd.DataFrame, min_age: int, max_age: int) -> dict:
+    problems = []
+    if raw["customer_id"].duplicated().any():
+        problems.append("customer_id is not unique")
+    if raw.isna().any().any():
+        problems.append(f"null values in {sorted(raw.columns[raw.isna().any()])}")
+    bad_age = raw[(raw["age"] < min_age) | (raw["age"] > max_age)]
+    if len(bad_age):
+        problems.append(f"{len(bad_age)} rows with age outside [{min_age}, {max_age}]")
+    if not set(raw["plan"]).issubset(PLANS):
+        problems.append(f"unknown plans {sorted(set(raw['plan']) - set(PLANS))}")
+    if problems:
+        raise ValueError("data contract violated: " + "; ".join(problems))
+    return {"customers": raw}
+
+
+def features(customers: pd.DataFrame, regions: pd.DataFrame, test_size: float, seed: int) -> dict:
+    from sklearn.model_selection import train_test_split
+
+    df = encode(customers.merge(regions, on="region", how="left"))
+    train, test = train_test_split(df, test_size=test_size, random_state=seed, stratify=df["churned"])
+    return {"train": train.reset_index(drop=True), "test": test.reset_index(drop=True)}
+
+
+def train(train: pd.DataFrame, C: float, max_iter: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = train.drop(columns=["churned"]), train["churned"]
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    model.fit(X, y)
+    return {"model": model}
+
+
+def evaluate(model, test: pd.DataFrame) -> dict:
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    X, y = test.drop(columns=["churned"]), test["churned"]
+    proba = model.predict_proba(X)[:, 1]
+    return {"accuracy": float(accuracy_score(y, proba >= 0.5)), "roc_auc": float(roc_auc_score(y, proba))}

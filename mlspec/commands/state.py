@@ -1,0 +1,179 @@
+"""`mlspec state list|show|rm|pull|push|restore|unlock|history`: inspect and repair the recorded state."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from mlspec.console import Console
+from mlspec.errors import MlspecError, StateError, did_you_mean
+from mlspec.project import Project
+from mlspec.state import State
+
+
+def _project(args) -> Project:
+    return Project.open(args.project_dir, args.file, args.overrides)
+
+
+def _short(h) -> str:
+    return (h or "-").split(":", 1)[-1][:12]
+
+
+def run(args, console: Console) -> int:
+    sub = args.state_command
+    if not sub:
+        raise MlspecError("state needs a subcommand: list, show, rm, pull, push, restore, unlock, history")
+    project = _project(args)
+    return globals()[f"_{sub}"](args, console, project)
+
+
+def _list(args, console, project: Project) -> int:
+    st = project.read_state()
+    if args.format == "json":
+        console.print(json.dumps({"lineage": st.lineage, "serial": st.serial, "exists": st.exists,
+                                  "resources": sorted(st.resources)}, indent=2))
+        return 0
+    if not st.exists and not st.resources:
+        console.print("No state yet: nothing has been applied in this workspace.")
+        return 0
+    for addr in sorted(st.resources):
+        rec = st.resources[addr]
+        if rec.get("kind") == "dataset":
+            console.print(f"{addr:<40} dataset  {_short(rec.get('hash'))}")
+        else:
+            console.print(f"{addr:<40} {rec.get('verdict', 'ran'):<8} {_short(rec.get('fingerprint'))}  "
+                          f"run {rec.get('run_id', '-')}")
+    console.print(f"\n{len(st.resources)} resources; state serial {st.serial}, lineage {st.lineage}.")
+    return 0
+
+
+def _get(st: State, addr: str) -> dict:
+    if addr not in st.resources:
+        raise MlspecError(f"no resource {addr} in the state{did_you_mean(addr, st.resources)}",
+                          hint="list them with `mlspec state list`")
+    return st.resources[addr]
+
+
+def _show(args, console, project: Project) -> int:
+    rec = _get(project.read_state(), args.address)
+    if args.format == "json":
+        console.print(json.dumps(rec, indent=2, sort_keys=True))
+        return 0
+    console.print(f"# {args.address}")
+    for key in ("kind", "status", "verdict", "fingerprint", "run_id", "duration", "hash", "size", "uri"):
+        if key in rec:
+            console.print(f"{key:<12} = {rec[key]}")
+    facts = rec.get("facts") or {}
+    for key in ("params", "inputs", "code"):
+        for k, v in sorted((facts.get(key) or {}).items()):
+            console.print(f"{key}.{k} = {json.dumps(v)}")
+    for name, out in sorted((rec.get("outputs") or {}).items()):
+        console.print(f"outputs.{name} = {out.get('hash')} ({out.get('size')} bytes, {out.get('format')})")
+    for name, v in sorted((rec.get("metrics") or {}).items()):
+        console.print(f"metrics.{name} = {v}")
+    return 0
+
+
+def _locked(project: Project, op: str):
+    project.lock.acquire(op)
+    return project.lock
+
+
+
+
+def _rm(args, console, project: Project) -> int:
+    lock = _locked(project, "state rm")
+    try:
+        st = project.read_state()
+        for addr in args.address:
+            _get(st, addr)
+        for addr in args.address:
+            st.resources.pop(addr)
+        st = project.store.write(st)
+    finally:
+        lock.release()
+    console.print(f"Removed {len(args.address)} resource(s) from the state (serial {st.serial}); their artifacts "
+                  "stay in the store. The next plan treats them as new.")
+    return 0
+
+
+def _pull(args, console, project: Project) -> int:
+    st = project.read_state()
+    if not st.exists and not st.resources:
+        raise StateError("no state yet: nothing has been applied in this workspace")
+    console.print(json.dumps(st.to_doc(), indent=1, sort_keys=True))
+    return 0
+
+
+def _push(args, console, project: Project) -> int:
+    raw = sys.stdin.read() if args.path == "-" else open(args.path, encoding="utf-8").read()
+    try:
+        doc = json.loads(raw)
+        new = State(lineage=doc["lineage"], serial=int(doc["serial"]), workspace=doc.get("workspace", "default"),
+                    project=doc.get("project", ""), fingerprint_key=doc.get("fingerprint_key", ""),
+                    resources=dict(doc["resources"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StateError(f"{args.path} is not a state document ({exc})") from None
+    lock = _locked(project, "state push")
+    try:
+        cur = project.read_state()
+        if cur.exists and not args.force:
+            if new.lineage != cur.lineage:
+                raise StateError(f"the pushed state has lineage {new.lineage}, the current one {cur.lineage}",
+                                 hint="pass --force to replace a state of another lineage")
+            if new.serial < cur.serial:
+                raise StateError(f"the pushed state has serial {new.serial}, older than the current {cur.serial}",
+                                 hint="pull, edit and push the current state, or pass --force")
+        new.serial = cur.serial if cur.exists else 0
+        st = project.store.write(new)
+    finally:
+        lock.release()
+    console.print(f"Pushed the state: serial {st.serial}, {len(st.resources)} resources.")
+    return 0
+
+
+def _restore(args, console, project: Project) -> int:
+    lock = _locked(project, "state restore")
+    try:
+        old = project.store.read_serial(args.serial)
+        raw = project.store.loc.read_bytes(project.store.doc_name)
+        cur_serial = old.serial
+        if raw is not None:
+            try:
+                cur_serial = int(json.loads(raw)["serial"])
+            except (ValueError, KeyError, TypeError):
+                cur_serial = max(project.store.history_serials() + [old.serial])
+        old.serial = max(cur_serial, max(project.store.history_serials() + [0]))
+        st = project.store.write(old)
+    finally:
+        lock.release()
+    console.print(f"Restored serial {args.serial} as serial {st.serial} ({len(st.resources)} resources).")
+    return 0
+
+
+def _history(args, console, project: Project) -> int:
+    serials = project.store.history_serials()
+    st = project.read_state()
+    for s in serials:
+        console.print(f"serial {s}")
+    if st.exists:
+        console.print(f"serial {st.serial} (current)")
+    return 0
+
+
+def _unlock(args, console, project: Project) -> int:
+    holder = project.lock.info()
+    if holder is None:
+        raise StateError("the state is not locked")
+    if not args.force:
+        if not sys.stdin.isatty():
+            raise MlspecError("breaking a lock needs confirmation, and there is no terminal to ask on",
+                              hint=f"pass --force: mlspec state unlock {args.lock_id} --force")
+        console.print(f"The lock is held by {holder.describe()}.\nBreaking it while that operation runs can "
+                      "corrupt the state. Break it? [y/N] ", end="")
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            console.print("Left the lock in place.")
+            return 1
+    info = project.lock.force_unlock(args.lock_id)
+    console.print(f"Broke the lock {info.id} held by {info.who} ({info.operation}).")
+    return 0
