@@ -9,6 +9,7 @@ logging when used this way. What leaves this module is plain data plus a :class:
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mlspec.errors import Diagnostic, MlspecError, SpecError, did_you_mean
-from mlspec.yamlsrc import YamlSource, load_yaml
+from mlspec.yamlsrc import YamlSource, _syntax_diag, load_yaml
 
 DEFAULT_SPEC = "mlspec.yaml"
 _PACKAGE_RE = re.compile(r"^#\s*@package\s+(\S+)", re.M)
@@ -187,12 +188,14 @@ def compose(project_dir: str | os.PathLike = ".", spec_file: str | None = None,
         else:
             final_ovs.append(ov)
         hydra_overrides.append(text)
+    diags += _defaults_diags(primary, search_dirs, {ov.key[0] for ov in ovs if len(ov.key) == 1})
     if "backend" not in groups and not seen_backend and "backend" not in primary.data:
         hydra_overrides.append("+backend=local")
     if diags:
         raise SpecError(diags)
 
-    cfg, choices = _hydra_compose(config_dir, spec_path.stem, hydra_overrides, shown)
+    cfg, choices = _hydra_compose(config_dir, spec_path.stem, hydra_overrides, shown, primary=primary,
+                                  project_dir=project_dir, group_names=group_names)
 
     smap = SourceMap(project_dir=project_dir, overrides=[o for o in final_ovs if o.key])
     group_sources = []
@@ -202,8 +205,7 @@ def compose(project_dir: str | os.PathLike = ".", spec_file: str | None = None,
         gfile = _find_group_file(group, str(option), search_dirs)
         if gfile is None:
             continue
-        gsrc = load_yaml(gfile, _rel(gfile, project_dir) if gfile.is_relative_to(project_dir)
-                         else f"<mlspec>/configs/{group}/{option}.yaml", require_mapping=False)
+        gsrc = load_yaml(gfile, _shown_group_file(gfile, project_dir), require_mapping=False)
         m = _PACKAGE_RE.search(gsrc.text)
         pkg = m.group(1) if m else group.replace("/", ".")
         prefix = () if pkg == "_global_" else tuple(pkg.replace("_group_", group).split("."))
@@ -216,33 +218,127 @@ def compose(project_dir: str | os.PathLike = ".", spec_file: str | None = None,
                     spec_file=spec_path)
 
 
-def _hydra_compose(config_dir: Path, name: str, overrides: list[str], shown: str):
+def _shown_group_file(path: Path, project_dir: Path) -> str:
+    """How a config group file is named in messages: project-relative, or <mlspec>/configs/... if built in."""
+    if path.is_relative_to(project_dir):
+        return _rel(path, project_dir)
+    return f"<mlspec>/configs/{path.parent.name}/{path.name}"
+
+
+def _defaults_diags(primary: YamlSource, search_dirs: Sequence[Path], overridden: set) -> list[Diagnostic]:
+    """A defaults entry `- group: option` naming no file, located at the entry (Hydra's message has no line)."""
+    defaults = primary.data.get("defaults")
+    diags = []
+    for i, item in enumerate(defaults if isinstance(defaults, list) else []):
+        if not (isinstance(item, dict) and len(item) == 1):
+            continue
+        (group, option), = item.items()
+        if not (isinstance(group, str) and isinstance(option, str) and group not in overridden
+                and re.fullmatch(r"[A-Za-z0-9_-]+", group) and re.fullmatch(r"[A-Za-z0-9_.-]+", option)):
+            continue  # optional/override/package forms, list options, interpolations: left to Hydra
+        if _find_group_file(group, option, search_dirs) is None:
+            opts = available_options(group, search_dirs)
+            avail = f"available: {', '.join(opts)}" if opts else f"there is no '{group}/' directory"
+            line, col = primary.locate(("defaults", i, group)) or (0, 0)
+            diags.append(Diagnostic(primary.file, line, col, f"defaults[{i}].{group}", "unknown-option",
+                                    f"no option '{option}' in config group '{group}' ({avail})"
+                                    f"{did_you_mean(option, opts)}"))
+    return diags
+
+
+def _group_yaml_error(exc: Exception, project_dir: Path) -> SpecError:
+    """A config group file Hydra could not parse: the same located diagnostic as for the root spec."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    path = Path(getattr(mark, "name", "") or "")
+    if not path.is_file():
+        return SpecError([Diagnostic("<config group>", 0, 0, "", "yaml-syntax",
+                                     f"invalid YAML in a config group file: {exc}")])
+    shown = _shown_group_file(path.resolve(), project_dir)
+    try:
+        load_yaml(path, shown, require_mapping=False)  # syntax, tabs, duplicate keys
+    except SpecError as err:
+        return err
+    return SpecError([_syntax_diag(shown, path.read_text(encoding="utf-8", errors="replace"), exc)])
+
+
+def _hydra_compose(config_dir: Path, name: str, overrides: list[str], shown: str, *,
+                   primary: YamlSource | None = None, project_dir: Path | None = None,
+                   group_names: set | frozenset = frozenset()):
+    import warnings
+
+    import yaml
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_dir(config_dir=str(config_dir), version_base=None, job_name="mlspec"):
-            cfg = hydra_compose(config_name=name, overrides=overrides, return_hydra_config=True)
+        with warnings.catch_warnings():
+            # Hydra warns, naming its own source file, when the defaults list has no `_self_`; the order is
+            # documented (the spec file comes last), so the warning is noise with an absolute path
+            warnings.filterwarnings("ignore", message=".*Defaults list is missing `_self_`")
+            with initialize_config_dir(config_dir=str(config_dir), version_base=None, job_name="mlspec"):
+                cfg = hydra_compose(config_name=name, overrides=overrides, return_hydra_config=True)
+    except yaml.YAMLError as exc:  # a config group file is not valid YAML (the root spec was checked before)
+        raise _group_yaml_error(exc, project_dir or config_dir) from None
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise SpecError([_hydra_diag(exc, overrides, shown)]) from None
+        raise SpecError([_hydra_diag(exc, overrides, shown, primary, group_names)]) from None
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     OmegaConf.set_struct(cfg, False)
     del cfg["hydra"]
     return cfg, choices
 
 
-def _hydra_diag(exc: Exception, overrides: list[str], shown: str) -> Diagnostic:
+def _key_suggestion(key: str, data: Any) -> str:
+    """The key path of the root spec that an override key misspells ('a.b.c'), or ""."""
+    parts, node = key.split("."), data
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return ""
+        if part not in node:
+            best = difflib.get_close_matches(part, sorted(map(str, node)), n=1, cutoff=0.6)
+            return ".".join(parts[:i] + best[:1] + parts[i + 1:]) if best else ""
+        node = node[part]
+    return ""
+
+
+def _hydra_diag(exc: Exception, overrides: list[str], shown: str, primary: YamlSource | None = None,
+                group_names: set | frozenset = frozenset()) -> Diagnostic:
+    cause = exc.__cause__ or exc.__context__
+    if not str(exc).strip() and cause is not None and str(cause).strip():
+        # e.g. ConfigCompositionException() raised from an interpolation that does not parse
+        text = str(cause).strip()
+        first = text.splitlines()[0]
+        full_key = re.search(r"full_key:\s*(\S+)", text)
+        line = col = 0
+        if full_key and primary is not None:
+            kpath = tuple(full_key.group(1).split("."))
+            if primary.depth_of(kpath) == len(kpath):
+                line, col = primary.locate(kpath) or (0, 0)
+        return Diagnostic(shown, line, col, full_key.group(1) if full_key else "", "bad-interpolation",
+                          f"cannot parse an interpolation: {first} (write ${{key.path}} or ${{oc.env:VAR}}; "
+                          "escape a literal ${ as \\${)")
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     for text in overrides[1:]:
         body = text.lstrip("+~")
         key = body.split("=", 1)[0]
         if text in str(exc) or f"'{key}'" in str(exc) or f"'{body}'" in str(exc) or key in msg:
+            where = f"override '{text}'"
+            if "Could not override" in msg:
+                known = primary.data if primary is not None and key.split(".")[0] not in group_names else {}
+                close = _key_suggestion(key, known)
+                return Diagnostic(where, 0, 0, key, "bad-override",
+                                  f"there is no key '{key}' to override; "
+                                  + (f"did you mean '{close}'? To add '{key}' as a new key" if close
+                                     else "to add it as a new key") + f", write '+{body}'")
+            if "Could not append" in msg:
+                return Diagnostic(where, 0, 0, key, "bad-override",
+                                  f"'{key}' is already set, so '+' cannot add it; write '{body}' to change it, "
+                                  f"or '++{body}' to set it whether or not it exists")
             hint = ""
-            if "Could not override" in msg or "not in struct" in msg or "Key '" in msg:
+            if "not in struct" in msg or "Key '" in msg:
                 hint = f"; to add a new key write '+{body}'"
-            return Diagnostic(f"override '{text}'", 0, 0, key, "bad-override", f"{msg}{hint}")
+            return Diagnostic(where, 0, 0, key, "bad-override", f"{msg.rstrip('.')}{hint}")
     return Diagnostic(shown, 0, 0, "", "compose-error", msg)
 
 

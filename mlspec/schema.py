@@ -15,6 +15,7 @@ from mlspec.compose import SourceMap
 from mlspec.errors import Diagnostic, did_you_mean
 
 SCHEMA_ID = "https://mlspec.dev/schemas/mlspec.schema.json"
+NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_-]*$"
 
 
 @lru_cache(maxsize=None)
@@ -49,7 +50,7 @@ def _got(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     kind = {str: "a string", int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
-    return f"{json.dumps(value)} ({kind})"
+    return f"{json.dumps(value, default=str)} ({kind})"  # default=str: YAML can also give bytes or dates
 
 
 def _known_keys(schema: dict) -> list[str]:
@@ -72,12 +73,26 @@ def schema_diagnostics(data: Any, smap: SourceMap, schema_name: str = "mlspec.sc
 def _convert(err, smap: SourceMap, prefix: tuple) -> Iterable[Diagnostic]:
     path = prefix + tuple(err.absolute_path)
     v, schema, inst = err.validator, err.schema, err.instance
+    if "propertyNames" in err.relative_schema_path:
+        # a bad key: jsonschema reports it at the mapping with the inner keyword (pattern, type, minLength)
+        bad = str(inst)
+        if v == "pattern" and schema.get("pattern") == NAME_PATTERN:
+            msg = f"invalid name '{bad}': names start with a letter and use letters, digits, '_' or '-'"
+        elif v == "pattern":
+            msg = f"invalid name '{bad}'" + (f": {_described(schema)}" if _described(schema) else "")
+        elif v == "type":
+            msg = f"invalid name {_got(inst)}: names are strings"
+        else:
+            msg = f"invalid name '{bad}': {err.message}"
+        yield smap.diag(path + (bad,), "bad-name", msg, prefer_key=True)
+        return
     if v == "additionalProperties" and isinstance(inst, dict):
         known = _known_keys(schema)
         patterns = schema.get("patternProperties", {})
         import re
 
         for key in inst:
+            key = str(key)  # YAML keys may be numbers or booleans
             if key in schema.get("properties", {}) or any(re.search(p, key) for p in patterns):
                 continue
             where = ".".join(map(str, path)) or "the top level"
@@ -101,11 +116,8 @@ def _convert(err, smap: SourceMap, prefix: tuple) -> Iterable[Diagnostic]:
         yield smap.diag(path, "bad-value", f"expected one of {', '.join(json.dumps(a) for a in allowed)}, "
                                            f"got {_got(inst)}{hint}")
         return
-    if v == "propertyNames":
-        bad = inst if isinstance(inst, str) else err.message.split("'")[1]
-        yield smap.diag(path + (bad,), "bad-name",
-                        f"invalid name '{bad}': names start with a letter and use letters, digits, '_' or '-'",
-                        prefer_key=True)
+    if v == "propertyNames":  # a `false` propertyNames schema (not used by mlspec's schema)
+        yield smap.diag(path, "bad-name", err.message)
         return
     if v == "pattern":
         desc = _described(schema)
@@ -119,13 +131,14 @@ def _convert(err, smap: SourceMap, prefix: tuple) -> Iterable[Diagnostic]:
         yield smap.diag(path, "too-few", f"must not be empty (at least {err.validator_value})")
         return
     if v == "uniqueItems":
-        seen, dup = [], None
-        for item in inst:
+        seen, dup, at = [], None, ()
+        for i, item in enumerate(inst):
             if item in seen:
-                dup = item
+                dup, at = item, (i,)  # point at the repeated item, not at the list
                 break
             seen.append(item)
-        yield smap.diag(path, "duplicate-item", f"{json.dumps(dup)} is listed twice; items must be unique")
+        yield smap.diag(path + at, "duplicate-item",
+                        f"{json.dumps(dup, default=str)} is listed twice; items must be unique")
         return
     if v in ("oneOf", "anyOf"):
         # Prefer a specific message from the branch that matched best.
@@ -142,6 +155,8 @@ def _convert(err, smap: SourceMap, prefix: tuple) -> Iterable[Diagnostic]:
             yield smap.diag(path, "trigger-kind", "a trigger has exactly one of `schedule`, `dataset` or "
                                                   f"`monitor` (found {n})", prefer_key=True)
             return
+        if not isinstance(inst, dict) and path[:1] in (("steps",), ("triggers",)) and len(path) == 2:
+            return  # required-only branches say nothing about a non-mapping: the `type` error reports it
         ctx = sorted(err.context, key=lambda e: (-len(e.absolute_path), e.validator != "type"))
         specific = [e for e in ctx if e.validator != "type"]
         if specific:

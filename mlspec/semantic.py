@@ -20,6 +20,24 @@ def _m(d: Any) -> Mapping:
     return d if isinstance(d, dict) else {}
 
 
+# (field, lowest, highest, allowed values as shown); day of week 7 is also accepted as Sunday, as in cron
+_CRON_FIELDS = (("minute", 0, 59, "0-59"), ("hour", 0, 23, "0-23"), ("day of month", 1, 31, "1-31"),
+                ("month", 1, 12, "1-12 or JAN-DEC"), ("day of week", 0, 7, "0-6 or SUN-SAT"))
+
+
+_CRON_MACROS = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly")
+
+
+def _cron_range_error(fields: list) -> str:
+    """Name the first numeric value outside its field's range ('' if none): croniter does not say which."""
+    for (label, lo, hi, shown), text in zip(_CRON_FIELDS, fields):
+        for part in text.split(","):
+            for value in part.partition("/")[0].split("-"):
+                if value.isdigit() and not lo <= int(value) <= hi:
+                    return f"{label} {int(value)} is out of range ({shown})"
+    return ""
+
+
 def cron_error(expr: Any) -> str:
     """'' when ``expr`` is a valid 5-field cron expression (or @daily etc.), else why not."""
     if not isinstance(expr, str) or not expr.strip():
@@ -30,6 +48,12 @@ def cron_error(expr: Any) -> str:
     if not text.startswith("@") and len(text.split()) != 5:
         return (f"cron expression {expr!r} has {len(text.split())} fields; expected 5 "
                 "(minute hour day-of-month month day-of-week), e.g. \"0 2 * * *\"")
+    if text.startswith("@") and text not in _CRON_MACROS:
+        return f"unknown cron macro {expr!r}; use one of {', '.join(_CRON_MACROS)} or 5 fields, e.g. \"0 2 * * *\""
+    if not text.startswith("@"):
+        bad = _cron_range_error(text.split())
+        if bad:
+            return f"invalid cron expression {expr!r}: {bad}"
     try:
         croniter(text)
     except Exception as exc:  # croniter raises several error types for bad expressions

@@ -4,7 +4,8 @@ Each case is a directory holding a small project (``mlspec.yaml``, maybe group f
 ``env/prod.yaml``) and:
 
 * ``args`` (optional): one line of extra arguments after ``mlspec validate``, split with :func:`shlex.split`;
-* ``env`` (optional): ``KEY=VALUE`` lines, environment variables set for the run;
+* ``env`` (optional): ``KEY=VALUE`` lines, environment variables set for the run (named ``environ`` when
+  ``env/`` is a config group directory of the case);
 * ``expected.txt``: stdout then stderr of ``mlspec --no-color validate ARGS``;
 * ``expected_exit``: its exit code;
 * ``expected.json``: stdout of ``mlspec --no-color validate --format json ARGS`` (same exit code).
@@ -45,8 +46,9 @@ def _env(case: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in _UNSET}
     env["NO_COLOR"] = "1"
     env.pop("FORCE_COLOR", None)
-    env_file = case / "env"
-    if env_file.exists():
+    # `env` may be a config group directory (env/prod.yaml): then the variables file is `environ`
+    env_file = next((f for f in (case / "env", case / "environ") if f.is_file()), None)
+    if env_file is not None:
         for line in env_file.read_text(encoding="utf-8").splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
