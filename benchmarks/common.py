@@ -72,7 +72,7 @@ class Dvc:
 
     def env(self) -> dict:
         WORK.mkdir(parents=True, exist_ok=True)
-        return dict(os.environ, DVC_NO_ANALYTICS="1", DVC_SITE_CACHE_DIR=str(WORK / "dvc-site-cache"))
+        return proc_env(DVC_NO_ANALYTICS="1", DVC_SITE_CACHE_DIR=str(WORK / "dvc-site-cache"))
 
 
 def ensure_dvc(disabled: bool = False) -> Dvc:
@@ -384,8 +384,28 @@ def dvc_record_without_running(d: Path, shape: str, n: int, dvc: Dvc) -> Timing:
     return run([dvc.bin, "commit", "--force", "-q"], d, dvc.env())
 
 
-def mlspec_env() -> dict:
-    return dict(os.environ, NO_COLOR="1")
+PYCACHE = WORK / "pycache"
+
+
+def proc_env(bytecode_cache: bool = True, **extra) -> dict:
+    """Environment of every measured process (mlspec and DVC alike).
+
+    With ``bytecode_cache`` (the default) compiled bytecode is cached under benchmarks/.work/pycache
+    (PYTHONPYCACHEPREFIX), so nothing is written outside benchmarks/ and modules are not recompiled on
+    every start: this machine's environment sets PYTHONDONTWRITEBYTECODE=1, and mlspec is installed
+    editable (no .pyc shipped), so without this every mlspec process would compile its own source each
+    time, which a user's normal install never does. ``bytecode_cache=False`` keeps the environment as is.
+    """
+    env = dict(os.environ, NO_COLOR="1")
+    if bytecode_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    env.update(extra)
+    return env
+
+
+def mlspec_env(**kw) -> dict:
+    return proc_env(**kw)
 
 
 def state_doc(d: Path) -> dict:

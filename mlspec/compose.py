@@ -306,18 +306,33 @@ def _hydra_diag(exc: Exception, overrides: list[str], shown: str, primary: YamlS
                 group_names: set | frozenset = frozenset()) -> Diagnostic:
     cause = exc.__cause__ or exc.__context__
     if not str(exc).strip() and cause is not None and str(cause).strip():
-        # e.g. ConfigCompositionException() raised from an interpolation that does not parse
+        # ConfigCompositionException() raised from an OmegaConf error: a bad interpolation or value
+        from omegaconf.errors import GrammarParseError
+
         text = str(cause).strip()
         first = text.splitlines()[0]
-        full_key = re.search(r"full_key:\s*(\S+)", text)
+        full_key = re.search(r"full_key:[ \t]*(\S+)", text)
         line = col = 0
+        value = None
         if full_key and primary is not None:
             kpath = tuple(full_key.group(1).split("."))
             if primary.depth_of(kpath) == len(kpath):
                 line, col = primary.locate(kpath) or (0, 0)
-        return Diagnostic(shown, line, col, full_key.group(1) if full_key else "", "bad-interpolation",
-                          f"cannot parse an interpolation: {first} (write ${{key.path}} or ${{oc.env:VAR}}; "
-                          "escape a literal ${ as \\${)")
+                value = primary.data
+                for part in kpath:
+                    value = value.get(part) if isinstance(value, dict) else None
+        kpath_text = full_key.group(1) if full_key else ""
+        if isinstance(cause, GrammarParseError):
+            what = f"the interpolation in {value!r}" if isinstance(value, str) else "an interpolation"
+            return Diagnostic(shown, line, col, kpath_text, "bad-interpolation",
+                              f"cannot parse {what}: {first} (write ${{key.path}} or ${{oc.env:VAR}}; "
+                              "escape a literal ${ as \\${)")
+        m = re.match(r"Value '(\w+)' is not a supported primitive type", first)
+        if m:
+            return Diagnostic(shown, line, col, kpath_text, "unsupported-value",
+                              f"a YAML value of type '{m.group(1)}' is not supported here; use a string, number, "
+                              "boolean, list or mapping (quote it to keep it as text)")
+        return Diagnostic(shown, line, col, kpath_text, "compose-error", f"cannot compose the spec: {first}")
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     for text in overrides[1:]:
         body = text.lstrip("+~")

@@ -50,7 +50,7 @@ class Reason:
     def text(self) -> str:
         c = self.code
         if c == "new":
-            return "new in the spec: never ran"
+            return "new: no successful run recorded"
         if c == "removed":
             return "removed from the spec"
         if c == "forced":
@@ -71,6 +71,8 @@ class Reason:
             return f"code {self.path} is no longer imported"
         if c == "input_changed":
             return f"input {self.path}: new content"
+        if c == "input_rewired":
+            return f"input {self.path}: now {_fmt(self.after)} (was {_fmt(self.before)})"
         if c == "upstream_rerun":
             return f"upstream {self.path} will re-run"
         if c == "data_changed":
@@ -87,9 +89,9 @@ class Reason:
         d = {"code": self.code, "message": self.text()}
         if self.path:
             d["path"] = self.path
-        if self.code in ("param_changed", "param_removed", "definition_changed", "data_changed"):
+        if self.code in ("param_changed", "param_removed", "definition_changed", "data_changed", "input_rewired"):
             d["before"] = self.before
-        if self.code in ("param_changed", "param_added", "definition_changed", "data_changed"):
+        if self.code in ("param_changed", "param_added", "definition_changed", "data_changed", "input_rewired"):
             d["after"] = self.after
         return d
 
@@ -187,11 +189,11 @@ class Plan:
 # --- deciding one step ----------------------------------------------------------------------------
 def diff_reasons(record: Mapping | None, now: Mapping, upstream_unknown: Iterable[str] = ()) -> list[Reason]:
     """Why a step's recorded facts differ from the current ones (empty when they do not)."""
+    if not record:
+        return [Reason("new")]
     reasons: list[Reason] = []
     for up in sorted(set(upstream_unknown)):
         reasons.append(Reason("upstream_rerun", up))
-    if not record:
-        return [Reason("new")] + reasons
     old = record.get("facts") or {}
     for key in ("run", "cmd"):
         if old.get(key) != now.get(key):
@@ -218,11 +220,17 @@ def diff_reasons(record: Mapping | None, now: Mapping, upstream_unknown: Iterabl
             reasons.append(Reason("code_added", f))
         elif oc[f] != nc[f]:
             reasons.append(Reason("code_changed", f))
+    old_src, new_src = old.get("sources") or {}, now.get("input_sources") or {}
+    rewired = set()
+    for k in sorted(set(old_src) | set(new_src)):
+        if old_src.get(k) != new_src.get(k) and k in old_src and k in new_src:
+            reasons.append(Reason("input_rewired", k, old_src[k], new_src[k]))
+            rewired.add(k)
     if not upstream_unknown:
         oi, ni = old.get("inputs") or {}, now.get("inputs") or {}
         for k in sorted(set(oi) | set(ni)):
-            if oi.get(k) != ni.get(k):
-                reasons.append(Reason("input_changed", now.get("input_sources", {}).get(k, k)))
+            if oi.get(k) != ni.get(k) and k not in rewired:
+                reasons.append(Reason("input_changed", new_src.get(k, k)))
     if old.get("format") != now.get("format"):
         reasons.append(Reason("definition_changed", "format", old.get("format"), now.get("format")))
     if record.get("status") == "failed" and not reasons:

@@ -180,11 +180,14 @@ class _Checker:
                     if not isinstance(vals, list):
                         continue
                     n *= max(len(vals), 1)
-                    texts = [format_value(v) for v in vals if isinstance(v, (str, int, float, bool))]
-                    dups = {t for t in texts if texts.count(t) > 1}
-                    if dups:
-                        self.err(base + ("matrix", k), "matrix-duplicate",
-                                 f"matrix value {sorted(dups)[0]} is listed twice for '{k}'")
+                    seen_texts: set = set()
+                    for i, v in enumerate(vals):
+                        text = format_value(v) if isinstance(v, (str, int, float, bool)) else None
+                        if text is not None and text in seen_texts:  # at the repeat, like the schema's check
+                            self.err(base + ("matrix", k, i), "matrix-duplicate",
+                                     f"matrix value {text} is listed twice for '{k}'")
+                            break
+                        seen_texts.add(text)
                     for i, v in enumerate(vals):
                         if isinstance(v, str) and any(c in v for c in ",=[]"):
                             self.err(base + ("matrix", k, i), "matrix-value",

@@ -69,6 +69,10 @@ def _walk(node: yaml.Node, path: tuple, src: YamlSource, diags: list[Diagnostic]
             if knode.tag == "tag:yaml.org,2002:merge":
                 continue
             key = knode.value if isinstance(knode, yaml.ScalarNode) else str(knode.value)
+            if knode.tag == "tag:yaml.org,2002:null":  # `~:`, `null:` or a bare `?`: Hydra rejects it
+                line, col = _mark(knode)
+                diags.append(Diagnostic(src.file, line, col, ".".join(map(str, path)), "empty-key",
+                                        "a key is empty (null); write a name before the ':'"))
             if key in seen:
                 line, col = _mark(knode)
                 first = seen[key][0]
@@ -86,9 +90,16 @@ def _walk(node: yaml.Node, path: tuple, src: YamlSource, diags: list[Diagnostic]
 
 
 def _syntax_diag(file: str, text: str, exc: yaml.YAMLError) -> Diagnostic:
+    if isinstance(exc, yaml.reader.ReaderError):  # a control character: located by offset, not by a mark
+        before = text[:exc.position]
+        ch = exc.character
+        code = ord(ch) if isinstance(ch, str) and len(ch) == 1 else ch
+        return Diagnostic(file, before.count("\n") + 1, exc.position - before.rfind("\n"), "", "yaml-syntax",
+                          f"invalid YAML: character #x{code:04x} is not allowed ({exc.reason})"
+                          if isinstance(code, int) else f"invalid YAML: {exc.reason}")
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-    problem = getattr(exc, "problem", None) or str(exc)
+    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
     lines = text.splitlines()
     # Find a tab used for indentation near the error: the most common YAML mistake.
     for i, ln in enumerate(lines, 1):

@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from mlspec.errors import MlspecError
+
 API_VERSION = 1
+
+
+class BackendError(MlspecError):
+    """A backend cannot do what was asked (its cluster is unreachable, a setting is wrong): a user error that
+    the CLI prints as one line with its hint (exit code 1), never as a crash. Raise it from start()."""
+
+    def __init__(self, message: str, *, hint: str = ""):
+        super().__init__(message, hint=hint)
 
 
 class TaskStatus(str, enum.Enum):

@@ -1,0 +1,750 @@
+"""The Ray backend: every step is one Ray task; mlspec stays the driver and the scheduler.
+
+Where the cluster is comes from ``address`` (see :func:`resolve_address`): ``""`` starts a private local
+cluster for the apply, ``"auto"`` joins the one on this machine, ``"host:port"`` and ``"ray://host:port"``
+join a running one. Nothing talks to Ray before a TCP probe with ``connect_timeout`` has succeeded,
+because ``ray.init`` towards a dead or wrong address never returns; ``ray.init`` itself also runs under a
+deadline, in a helper thread.
+
+A task runs :func:`mlspec.runner.execute` inside a Ray worker with the worker's stdout and stderr (file
+descriptors 1 and 2, so subprocesses of `cmd:` steps are captured too) redirected into a log file for its
+duration, and returns ``(result dict, log text)``. Outputs go straight from the worker to the artifact
+store; only the small result dict travels back. Ray retries nothing (``max_retries=0``): retries are the
+executor's job. Timeouts are enforced here, on the driver: a watcher thread force-cancels the task
+(``ray.cancel(force=True)`` kills its worker process and the worker's children) and the future resolves
+as TIMED_OUT; :meth:`RayBackend.cancel_all` does the same for every running task.
+
+Warm workers run many tasks, so the worker drops the project's modules from ``sys.modules`` after each
+task: the next task imports the code as it is on disk now, never a stale copy.
+
+Only the functions nested in :func:`_worker_functions` run on the cluster; they are shipped by value, so
+the cluster needs ``mlspec`` (for the runner) but not this package. ``ray`` is imported only inside
+methods: mlspec loads this class on every command, and ``import ray`` costs about 0.4 s.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from importlib import metadata, resources
+from typing import Mapping
+
+from mlspec.backends.api import Backend, Requirement, Task, TaskResult, TaskStatus
+
+try:  # mlspec >= the release that added it: a user error (exit 1), not a crash
+    from mlspec.backends.api import BackendError
+except ImportError:  # pragma: no cover - older mlspec
+    class BackendError(RuntimeError):
+        def __init__(self, message: str, *, hint: str = ""):
+            super().__init__(message)
+            self.message, self.hint = message, hint
+
+SETTINGS_SCHEMA = json.loads(resources.files("mlspec_ray").joinpath("settings.schema.json").read_text("utf-8"))
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+INIT_TIMEOUT = 60.0  # ray.init after the TCP probe succeeded (a cluster answers in about a second)
+PRIVATE_INIT_TIMEOUT = 180.0  # starting a private local cluster (about 5 s here)
+STOP_GRACE = 10.0  # a force-cancelled task that has not reported back by then is resolved anyway
+IMPORT_CHECK_TIMEOUT = 120.0  # preflight's import check (a runtime_env with pip may install first)
+CAPACITY_TTL = 5.0  # seconds to reuse ray.cluster_resources() for capacity()
+LOG_LIMIT = 8 << 20  # keep at most the last 8 MiB of a step's log
+LOCAL_NAMES = {"", "localhost", "localhost.localdomain", "ip6-localhost", "::1", "0.0.0.0"}
+DEFAULT_EXCLUDES = [".mlspec/", ".git/", "__pycache__/"]
+
+logger = logging.getLogger(__name__)
+
+
+# --- where the cluster is ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """A resolved ``address`` setting."""
+
+    kind: str  # "private" (start one), "gcs" (host:port), "client" (ray://host:port)
+    init_address: str  # what ray.init receives
+    host: str = ""
+    port: int = 0
+    setting: str = ""  # the address as the user wrote it
+
+    @property
+    def label(self) -> str:
+        if self.kind == "private":
+            return "a private local cluster"
+        return f"ray://{self.host}:{self.port}" if self.kind == "client" else f"{self.host}:{self.port}"
+
+
+def _split_host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise BackendError(f"backend.address {text!r} is not host:port",
+                           hint='use "" (private local cluster), "auto", "host:port" or "ray://host:port"')
+    return host.strip("[]"), int(port)
+
+
+def bootstrap_address_file() -> str:
+    """The file where `ray start --head` records the address of the cluster it started on this machine."""
+    try:
+        from ray._common.utils import get_ray_address_file  # Ray's own answer, when it exists
+
+        return get_ray_address_file(None)
+    except Exception:  # noqa: BLE001 - private API: fall back to where Ray puts it
+        base = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+        return os.path.join(base, "ray", "ray_current_cluster")
+
+
+def resolve_address(setting: str) -> Target:
+    """Turn the ``address`` setting into a :class:`Target` (reading RAY_ADDRESS and Ray's file for "auto")."""
+    text = (setting or "").strip()
+    if text in ("", "local"):
+        return Target("private", "local", setting=text)
+    if text == "auto":
+        env = os.environ.get("RAY_ADDRESS", "").strip()
+        found, where = (env, "RAY_ADDRESS") if env and env != "auto" else ("", "")
+        if not found:
+            path = bootstrap_address_file()
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    found, where = fh.read().strip(), path
+            except OSError:
+                found = ""
+        if not found:
+            raise BackendError(f'backend.address is "auto" but no Ray cluster is recorded on this machine '
+                               f"(RAY_ADDRESS is unset and {bootstrap_address_file()} does not exist)",
+                               hint="start one (`ray start --head`) or set backend.address=HOST:PORT")
+        target = resolve_address(found)
+        if target.kind == "private":
+            raise BackendError(f"{where} says {found!r}, which is not a cluster address")
+        return Target(target.kind, target.init_address, target.host, target.port, setting=text)
+    if text.startswith("ray://"):
+        host, port = _split_host_port(text[len("ray://"):])
+        return Target("client", f"ray://{host}:{port}", host, port, setting=text)
+    host, port = _split_host_port(text)
+    return Target("gcs", f"{host}:{port}", host, port, setting=text)
+
+
+def _local_addresses() -> set:
+    names = set(LOCAL_NAMES)
+    try:
+        hostname = socket.gethostname()
+        names |= {hostname.lower(), socket.getfqdn().lower()}
+        names |= set(socket.gethostbyname_ex(hostname)[2])
+    except OSError:
+        pass
+    try:  # the address this machine uses outbound (no packet is sent by a UDP connect)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.254.254.254", 1))
+            names.add(s.getsockname()[0])
+    except OSError:
+        pass
+    return names
+
+
+def on_this_machine(target: Target) -> bool:
+    if target.kind == "private":
+        return True
+    host = target.host.lower()
+    return host.startswith("127.") or host in _local_addresses()
+
+
+def probe(host: str, port: int, timeout: float) -> str:
+    """'' when host:port accepts a TCP connection within ``timeout`` seconds, else why not (one line)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return ""
+    except socket.timeout:
+        why = "no answer"
+    except ConnectionRefusedError:
+        why = "connection refused"
+    except socket.gaierror as exc:
+        why = f"unknown host: {exc.strerror or exc}"
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    return (f"cannot reach the Ray cluster at {host}:{port} within {timeout:g}s ({why}): start it "
+            "(`ray start --head`) or fix backend.address")
+
+
+def ray_version() -> str:
+    try:
+        return metadata.version("ray")
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# --- what runs on the cluster --------------------------------------------------------------------------
+def _worker_functions():
+    """The two functions that run in Ray workers, nested so that Ray ships them by value (see module doc)."""
+
+    def _remap(payload):
+        """With a runtime_env working_dir, the project lives in the worker's cwd, not at the driver's path."""
+        import os
+
+        project_dir = payload["project_dir"]
+        if os.path.isdir(project_dir):
+            return payload
+        here = os.getcwd()
+        payload = dict(payload)
+        payload["project_dir"] = here
+        payload["code_paths"] = [here + p[len(project_dir):] if p.startswith(project_dir) else p
+                                 for p in payload.get("code_paths") or []]
+        return payload
+
+    def _forget_project_modules(before, code_paths):
+        """Drop the modules imported from the project, so that the next task imports the current code."""
+        import importlib
+        import os
+        import sys
+
+        roots = tuple(p.rstrip(os.sep) + os.sep for p in code_paths)
+        if not roots:
+            return
+        for name in set(sys.modules) - before:
+            mod = sys.modules.get(name)
+            where = [getattr(mod, "__file__", None) or ""] + list(getattr(mod, "__path__", None) or [])
+            if any(w.startswith(roots) for w in where if isinstance(w, str)):
+                del sys.modules[name]
+        importlib.invalidate_caches()
+
+    def run_step(payload, log_limit):
+        import os
+        import shutil
+        import sys
+        import tempfile
+
+        from mlspec.runner import execute
+
+        payload = _remap(payload)
+        workdir = tempfile.mkdtemp(prefix="mlspec-ray-")
+        log_path = os.path.join(workdir, "log.txt")
+        env = {k: str(v) for k, v in (payload.get("env") or {}).items()}
+        saved_env = {k: os.environ.get(k) for k in env}
+        before = set(sys.modules)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        saved_fds = (os.dup(1), os.dup(2))
+        saved_streams = (sys.stdout, sys.stderr)
+        try:
+            os.environ.update(env)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+            sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+            result = execute(payload, os.path.join(workdir, "task"))
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001
+                    pass
+            sys.stdout, sys.stderr = saved_streams
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            for fd in (*saved_fds, log_fd):
+                os.close(fd)
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            _forget_project_modules(before, payload.get("code_paths") or [])
+        try:
+            with open(log_path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size > log_limit:
+                    fh.seek(size - log_limit)
+                log = fh.read().decode("utf-8", "replace")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return result, log
+
+    def check_imports(modules, payload):
+        """Import each module with the project's code paths first on sys.path; {module: error} for failures."""
+        import importlib
+        import platform
+        import sys
+
+        payload = _remap(payload)
+        problems = {}
+        try:
+            import mlspec.runner  # noqa: F401 - the runner must exist where steps run
+        except Exception as exc:  # noqa: BLE001
+            problems["mlspec"] = f"{type(exc).__name__}: {exc}"
+        before, old_path = set(sys.modules), list(sys.path)
+        sys.path[:0] = [p for p in payload.get("code_paths") or [] if p not in sys.path]
+        try:
+            for name in modules:
+                try:
+                    importlib.import_module(name)
+                except BaseException as exc:  # noqa: BLE001 - user code may raise anything at import
+                    problems[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        finally:
+            sys.path[:] = old_path
+            _forget_project_modules(before, payload.get("code_paths") or [])
+        return {"problems": problems, "python": platform.python_version()}
+
+    return run_step, check_imports
+
+
+# --- the backend ---------------------------------------------------------------------------------------
+class _Running:
+    __slots__ = ("task", "ref", "future", "deadline", "reason", "stopped_at")
+
+    def __init__(self, task: Task, future: Future, deadline: float | None):
+        self.task, self.future, self.deadline = task, future, deadline
+        self.ref = None
+        self.reason = ""  # "timeout" or "cancel" once we stopped it
+        self.stopped_at = 0.0
+
+
+class RayBackend(Backend):
+    """Runs each step as a Ray task; see the module documentation and backends/ray/README.md."""
+
+    type = "ray"
+    settings_schema = SETTINGS_SCHEMA
+
+    def __init__(self, settings: Mapping, context):
+        super().__init__(settings, context)
+        self._lock = threading.Condition()
+        self._running: dict[str, _Running] = {}
+        self._target: Target | None = None
+        self._started = False
+        self._owns_ray = False
+        self._closing = False
+        self._remote = None
+        self._watcher: threading.Thread | None = None
+        self._capacity: tuple[float, int] | None = None
+
+    # settings ----------------------------------------------------------------------------------------
+    @property
+    def connect_timeout(self) -> float:
+        return float(self.settings.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
+
+    def target(self) -> Target:
+        if self._target is None:
+            self._target = resolve_address(self.settings.get("address") or "")
+        return self._target
+
+    def runtime_env(self, target: Target) -> dict | None:
+        env = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+               for k, v in (self.settings.get("runtime_env") or {}).items()}
+        if "working_dir" in env:
+            wd = env["working_dir"]
+            if "://" not in wd and not os.path.isabs(wd):
+                env["working_dir"] = str(self.context.project_dir / wd)
+        elif not on_this_machine(target):
+            env["working_dir"] = str(self.context.project_dir)  # ship the project's code with the job
+        if "working_dir" in env:
+            env.setdefault("excludes", list(DEFAULT_EXCLUDES))
+        return env or None
+
+    @classmethod
+    def describe(cls) -> dict:
+        info = super().describe()
+        try:
+            version = metadata.version("mlspec-ray")
+        except metadata.PackageNotFoundError:
+            version = "?"
+        info.update(package="mlspec-ray", version=version, ray=ray_version())
+        return info
+
+    # lifecycle ---------------------------------------------------------------------------------------
+    def _reachable(self, target: Target) -> None:
+        if target.kind != "private":
+            why = probe(target.host, target.port, self.connect_timeout)
+            if why:
+                raise BackendError(why)
+
+    def _connect(self, target: Target) -> bool:
+        """ray.init under a deadline; True when this call initialised Ray (and so must shut it down)."""
+        import ray
+
+        if ray.is_initialized():
+            return False
+        kwargs = dict(address=target.init_address, namespace=self.settings.get("namespace") or "mlspec",
+                      runtime_env=self.runtime_env(target), log_to_driver=False, ignore_reinit_error=True,
+                      logging_level=logging.WARNING)
+        if target.kind == "private":
+            kwargs.update(include_dashboard=False, num_cpus=self.settings.get("num_cpus"),
+                          object_store_memory=self.settings.get("object_store_memory"))
+        outcome: dict = {}
+
+        def init():
+            try:
+                outcome["ok"] = ray.init(**kwargs)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                outcome["error"] = exc
+
+        # In a helper thread: ray.init cannot be interrupted when it hangs (a port that is open but is not
+        # a Ray GCS, or token authentication on one side only), and off the main thread it leaves
+        # mlspec's SIGTERM handler alone.
+        quiet = logging.getLogger("ray._private.worker")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            t = threading.Thread(target=init, name="mlspec-ray-init", daemon=True)
+            t.start()
+            t.join(PRIVATE_INIT_TIMEOUT if target.kind == "private" else INIT_TIMEOUT)
+        finally:
+            quiet.setLevel(level)
+        if t.is_alive():
+            hint = ("check that the port is the cluster's GCS port (`ray status` on the head shows it) and that "
+                    "RAY_AUTH_MODE is the same here and on the cluster")
+            raise BackendError(f"the Ray cluster at {target.label} accepted a connection but did not complete "
+                               f"ray.init within {INIT_TIMEOUT:g}s", hint=hint)
+        if "error" in outcome:
+            exc = outcome["error"]
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise BackendError(f"cannot connect to the Ray cluster at {target.label}: {type(exc).__name__}: {first}",
+                               hint="see the troubleshooting section of backends/ray/README.md")
+        return True
+
+    def start(self) -> None:
+        if self._started:
+            return
+        target = self.target()
+        self._reachable(target)
+        self._owns_ray = self._connect(target)
+        import ray
+
+        run_step, _ = _worker_functions()
+        self._remote = ray.remote(max_retries=0)(run_step)
+        self._closing = False
+        self._watcher = threading.Thread(target=self._watch, name="mlspec-ray-watch", daemon=True)
+        self._watcher.start()
+        self._started = True
+
+    def close(self) -> None:
+        if not self._started:
+            return
+        with self._lock:
+            leftover = [e for e in self._running.values() if not e.future.done()]
+        if leftover:
+            self._stop(leftover, "cancel")
+        with self._lock:
+            self._closing = True
+            self._lock.notify_all()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        if self._owns_ray:
+            import ray
+
+            ray.shutdown()
+        self._started = self._owns_ray = False
+        self._remote = self._watcher = None
+        self._capacity = None
+
+    # running -----------------------------------------------------------------------------------------
+    def capacity(self) -> int:
+        now = time.monotonic()
+        if self._capacity and now - self._capacity[0] < CAPACITY_TTL:
+            return self._capacity[1]
+        self.start()
+        import ray
+
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._capacity = (now, cpus)
+        return cpus
+
+    @staticmethod
+    def task_options(task: Task) -> dict:
+        res = task.resources or {}
+        opts: dict = {"num_cpus": float(res.get("cpus") or 1), "name": task.address}
+        if float(res.get("gpus") or 0) > 0:
+            opts["num_gpus"] = float(res["gpus"])
+        if res.get("memory"):
+            opts["memory"] = int(res["memory"])
+        if res.get("custom"):
+            opts["resources"] = {str(k): float(v) for k, v in res["custom"].items()}
+        return opts
+
+    def submit(self, task: Task) -> Future:
+        self.start()
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        deadline = time.monotonic() + float(task.timeout) if task.timeout else None
+        entry = _Running(task, future, deadline)
+        ref = self._remote.options(**self.task_options(task)).remote(dict(task.payload), LOG_LIMIT)
+        entry.ref = ref
+        with self._lock:
+            self._running[task.id] = entry
+            if deadline is not None:
+                self._lock.notify_all()
+        ref.future().add_done_callback(lambda f, e=entry: self._finish(e, f))
+        return future
+
+    def _finish(self, entry: _Running, done: Future) -> None:
+        """The task's ObjectRef resolved (a result, an error, or the error of being cancelled)."""
+        try:
+            result, log = done.result()
+            if entry.reason and result.get("status") != "succeeded":
+                res = self._stopped_result(entry, log)
+            else:
+                res = TaskResult.from_runner(result, log)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a result
+            res = self._stopped_result(entry, "") if entry.reason else self._error_result(exc)
+        self._resolve(entry, res)
+
+    def _stopped_result(self, entry: _Running, log: str) -> TaskResult:
+        if entry.reason == "timeout":
+            t = float(entry.task.timeout or 0)
+            return TaskResult(TaskStatus.TIMED_OUT, error=f"timed out after {t:g}s and was stopped", log=log,
+                              duration=t)
+        return TaskResult(TaskStatus.CANCELLED, error="cancelled", log=log)
+
+    @staticmethod
+    def _error_result(exc: BaseException) -> TaskResult:
+        name = type(exc).__name__
+        text = (str(exc).strip().splitlines() or [""])[0]
+        if name == "TaskCancelledError":
+            return TaskResult(TaskStatus.CANCELLED, error="the Ray task was cancelled outside mlspec")
+        if name == "OutOfMemoryError":
+            return TaskResult(TaskStatus.FAILED, error="Ray's memory monitor killed the step (the node ran out of "
+                                                      "memory); give it more with resources.memory")
+        if name in ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError"):
+            return TaskResult(TaskStatus.FAILED, error=f"the Ray worker running the step died ({name}): {text}")
+        cause = getattr(exc, "cause", None)
+        if cause is not None:  # RayTaskError: our wrapper failed on the worker (e.g. mlspec is not installed)
+            return TaskResult(TaskStatus.FAILED, error=f"the step could not start on the Ray worker: "
+                                                       f"{type(cause).__name__}: {cause}", log=str(exc))
+        return TaskResult(TaskStatus.FAILED, error=f"Ray error: {name}: {text}", log=str(exc))
+
+    def _resolve(self, entry: _Running, res: TaskResult) -> None:
+        with self._lock:
+            if self._running.get(entry.task.id) is entry:
+                del self._running[entry.task.id]
+            if entry.future.done():
+                return
+            entry.future.set_result(res)
+
+    def _watch(self) -> None:
+        """Stop tasks past their timeout; resolve stopped tasks whose worker never reported back."""
+        while True:
+            with self._lock:
+                if self._closing:
+                    return
+                now = time.monotonic()
+                due, stale, wake = [], [], None
+                for e in self._running.values():
+                    if e.future.done():
+                        continue
+                    if e.reason:
+                        end = e.stopped_at + STOP_GRACE
+                        if end <= now:
+                            stale.append(e)
+                        else:
+                            wake = end if wake is None else min(wake, end)
+                    elif e.deadline is not None:
+                        if e.deadline <= now:
+                            due.append(e)
+                        else:
+                            wake = e.deadline if wake is None else min(wake, e.deadline)
+                if not due and not stale:
+                    self._lock.wait(None if wake is None else max(wake - now, 0.01))
+                    continue
+            if due:
+                self._stop(due, "timeout", wait=False)
+            for e in stale:
+                self._resolve(e, self._stopped_result(e, ""))
+
+    def _stop(self, entries: list, reason: str, wait: bool = True) -> None:
+        import ray
+
+        now = time.monotonic()
+        with self._lock:
+            for e in entries:
+                if not e.reason:
+                    e.reason, e.stopped_at = reason, now
+            self._lock.notify_all()
+        for e in entries:
+            try:
+                ray.cancel(e.ref, force=True)
+            except Exception as exc:  # noqa: BLE001 - finished meanwhile, or the cluster is gone
+                logger.debug("ray.cancel(%s) failed: %s", e.task.address, exc)
+        if wait:
+            deadline = now + STOP_GRACE
+            for e in entries:
+                try:
+                    e.future.result(timeout=max(deadline - time.monotonic(), 0))
+                except Exception:  # noqa: BLE001 - resolved below
+                    self._resolve(e, self._stopped_result(e, ""))
+
+    def cancel_all(self) -> None:
+        if not self._started:
+            return
+        with self._lock:
+            entries = [e for e in self._running.values() if not e.future.done()]
+        if entries:
+            self._stop(entries, "cancel")
+
+    # checks ------------------------------------------------------------------------------------------
+    def preflight(self, requirements: list[Requirement]) -> list[str]:
+        try:
+            target = self.target()
+            self._reachable(target)
+        except BackendError as exc:
+            return [exc.message]
+        problems = []
+        url = self.context.artifacts_url
+        if ("://" not in url or url.startswith("file://")) and not on_this_machine(target):
+            problems.append(f"the artifact store {self.context.artifacts_url} is a local path, which a remote "
+                            "cluster cannot reach: use a shared store (storage.artifacts: s3://...)")
+        if target.kind == "private" and not self._started:
+            return problems + self._preflight_private(requirements)
+        started_here = not self._started
+        try:
+            self.start()
+        except BackendError as exc:
+            return problems + [exc.message]
+        try:
+            problems += self._preflight_cluster(target, requirements)
+        finally:
+            if started_here:
+                self.close()
+        return problems
+
+    def _preflight_cluster(self, target: Target, requirements: list[Requirement]) -> list[str]:
+        import ray
+
+        nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
+        where = f"the Ray cluster at {target.label}"
+        issues = []
+        for r in requirements:
+            issues += [(r.address, text) for text in _resource_issues(r.resources, nodes, where)]
+        problems = _group(issues)
+        modules = sorted({r.module for r in requirements if r.module})
+        problems += self._check_imports(modules, where)
+        return problems
+
+    def _check_imports(self, modules: list, where: str) -> list[str]:
+        import ray
+
+        _, check_imports = _worker_functions()
+        payload = {"project_dir": str(self.context.project_dir),
+                   "code_paths": list(self.context.code_paths or (str(self.context.project_dir),))}
+        ref = ray.remote(num_cpus=0, max_retries=0)(check_imports).remote(modules, payload)
+        try:
+            answer = ray.get(ref, timeout=IMPORT_CHECK_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - GetTimeoutError, or the worker could not start
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001
+                pass
+            first = (str(exc).strip().splitlines() or [""])[0]
+            return [f"could not check on {where} that the steps' modules import ({type(exc).__name__}: {first})"]
+        out = []
+        for name, err in sorted(answer["problems"].items()):
+            if name == "mlspec":
+                out.append(f"mlspec is not importable on {where} ({err}): install it there (pip install mlspec, "
+                           "or runtime_env.pip)")
+            else:
+                out.append(f"module '{name}' does not import on {where}: {err}")
+        return out
+
+    def _preflight_private(self, requirements: list[Requirement]) -> list[str]:
+        """Checks for a private cluster without starting one: it would be this machine, so look here."""
+        import importlib.util
+        import sys
+
+        cpus = int(self.settings.get("num_cpus") or os.cpu_count() or 1)
+        node = {"CPU": float(cpus)}
+        if shutil.which("nvidia-smi") is not None:
+            node["GPU"] = float("inf")  # Ray would count them when it starts; do not guess here
+        try:
+            node["memory"] = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError):
+            pass
+        where = f"the private local Ray cluster ({cpus} CPUs)"
+        issues = []
+        for r in requirements:
+            issues += [(r.address, text) for text in _resource_issues(r.resources, [node], where)]
+        problems = _group(issues)
+        old_path = list(sys.path)
+        sys.path[:0] = [p for p in self.context.code_paths if p not in sys.path]
+        try:
+            for name in sorted({r.module for r in requirements if r.module}):
+                try:
+                    found = importlib.util.find_spec(name) is not None
+                    err = "" if found else "no such module"
+                except Exception as exc:  # noqa: BLE001 - a parent package failed to import
+                    err = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                if err:
+                    problems.append(f"module '{name}' does not import on {where}: {err}")
+        finally:
+            sys.path[:] = old_path
+        return problems
+
+    def health(self) -> str:
+        try:
+            target = self.target()
+            self._reachable(target)
+        except BackendError as exc:
+            return f"unreachable: {exc.message}"
+        if target.kind == "private" and not self._started:
+            cpus = int(self.settings.get("num_cpus") or os.cpu_count() or 1)
+            return f"ok: a private local Ray cluster of {cpus} CPUs starts when steps run (Ray {ray_version()})"
+        started_here = not self._started
+        try:
+            self.start()
+            import ray
+
+            res = ray.cluster_resources()
+            cpus, gpus = res.get("CPU", 0), res.get("GPU", 0)
+            return f"ok: {cpus:g} CPUs, {gpus:g} GPUs at {target.label} (Ray {ray.__version__})"
+        except BackendError as exc:
+            return f"unreachable: {exc.message}"
+        finally:
+            if started_here:
+                self.close()
+
+
+def _plural(n: float, word: str) -> str:
+    return f"{n:g} {word}{'' if n == 1 else 's'}"
+
+
+def _resource_issues(resources: Mapping, nodes: list, where: str) -> list[str]:
+    """Why no node of the cluster can run a task with these resources (an empty list when one can)."""
+    def most(key):
+        return max((float(n.get(key, 0)) for n in nodes), default=0.0)
+
+    out = []
+    cpus, gpus = float(resources.get("cpus") or 1), float(resources.get("gpus") or 0)
+    if cpus > most("CPU"):
+        out.append(f"asks for {_plural(cpus, 'CPU')}; the largest node of {where} has {most('CPU'):g}")
+    if gpus > 0:
+        if most("GPU") == 0:
+            out.append(f"asks for {_plural(gpus, 'GPU')}; {where} has none")
+        elif gpus > most("GPU"):
+            out.append(f"asks for {_plural(gpus, 'GPU')}; the largest node of {where} has {most('GPU'):g}")
+    mem = resources.get("memory")
+    if mem and "memory" in (nodes[0] if nodes else {}) and float(mem) > most("memory"):
+        out.append(f"asks for {float(mem) / 2**30:.1f} GiB of memory; the largest node of {where} has "
+                   f"{most('memory') / 2**30:.1f} GiB")
+    for name, amount in sorted((resources.get("custom") or {}).items()):
+        have = most(name)
+        if have == 0:
+            out.append(f"asks for custom resource '{name}' ({float(amount):g}); {where} has none")
+        elif float(amount) > have:
+            out.append(f"asks for custom resource '{name}' ({float(amount):g}); the largest node of {where} "
+                       f"has {have:g}")
+    return out
+
+
+def _group(issues: list) -> list[str]:
+    """One message per step and problem: matrix instances with the same problem are named once."""
+    by_key: dict = {}
+    for address, text in issues:
+        by_key.setdefault((address.split("[", 1)[0], text), []).append(address)
+    out = []
+    for (base, text), addrs in by_key.items():
+        who = addrs[0] if len(addrs) == 1 else f"{base} ({len(addrs)} instances)"
+        out.append(f"{who} {text}")
+    return out

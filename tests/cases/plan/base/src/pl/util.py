@@ -1,0 +1,2 @@
+def weight(n, c):
+    return n * c
