@@ -190,6 +190,11 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.1f}x" if a / b < 100 else f"{a / b:.0f}x"
 
 
+CPU_NOTE = ("\n`result (wall)` judges the wall-time median, as the targets are stated; `result (CPU)` judges the "
+            "CPU-time median (user+sys), which is what the wall time would be on an idle machine for a "
+            "single-threaded command: on this shared 2-core machine other jobs inflate wall time.")
+
+
 def verdict(ok: bool | None) -> str:
     return "—" if ok is None else ("PASS" if ok else "**FAIL**")
 

@@ -259,7 +259,7 @@ def decide(inst: StepInstance, record: Mapping | None, facts: Facts, known: Mapp
             sources[ref.name] = ref.resource
         else:
             outs = known.get(ref.resource)
-            if outs is None:
+            if outs is None or ref.output not in outs:
                 unknown.append(ref.resource)
             else:
                 input_hashes[ref.name] = outs[ref.output]

@@ -215,6 +215,7 @@ def _worker_functions():
         import shutil
         import sys
         import tempfile
+        import threading
 
         from mlspec.runner import execute
 
@@ -263,7 +264,8 @@ def _worker_functions():
                     fh.seek(size - log_limit)
                 log = fh.read().decode("utf-8", "replace")
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            # off the task's critical path: removing directories costs ~2 ms each on some file systems
+            threading.Thread(target=shutil.rmtree, args=(workdir, True), daemon=True).start()
         return result, log
 
     def check_imports(modules, payload):
@@ -310,6 +312,8 @@ class RayBackend(Backend):
 
     type = "ray"
     settings_schema = SETTINGS_SCHEMA
+    #: set when a ray.init was abandoned: Ray's state in this process is then unusable
+    _hung_init: str = ""
 
     def __init__(self, settings: Mapping, context):
         super().__init__(settings, context)
@@ -365,8 +369,13 @@ class RayBackend(Backend):
 
     def _connect(self, target: Target) -> bool:
         """ray.init under a deadline; True when this call initialised Ray (and so must shut it down)."""
+        # Ray's C++ core logs every failed reconnect to stderr; mlspec reports the failure itself
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
         import ray
 
+        if RayBackend._hung_init:
+            raise BackendError(f"an earlier ray.init (towards {RayBackend._hung_init}) is still running in this "
+                               "process; Ray cannot connect again until it ends", hint="run mlspec again")
         if ray.is_initialized():
             return False
         kwargs = dict(address=target.init_address, namespace=self.settings.get("namespace") or "mlspec",
@@ -392,14 +401,16 @@ class RayBackend(Backend):
         try:
             t = threading.Thread(target=init, name="mlspec-ray-init", daemon=True)
             t.start()
-            t.join(PRIVATE_INIT_TIMEOUT if target.kind == "private" else INIT_TIMEOUT)
+            timeout = PRIVATE_INIT_TIMEOUT if target.kind == "private" else INIT_TIMEOUT
+            t.join(timeout)
         finally:
             quiet.setLevel(level)
         if t.is_alive():
+            RayBackend._hung_init = f"{target.label} since {time.strftime('%H:%M:%S')}"
             hint = ("check that the port is the cluster's GCS port (`ray status` on the head shows it) and that "
                     "RAY_AUTH_MODE is the same here and on the cluster")
             raise BackendError(f"the Ray cluster at {target.label} accepted a connection but did not complete "
-                               f"ray.init within {INIT_TIMEOUT:g}s", hint=hint)
+                               f"ray.init within {timeout:g}s", hint=hint)
         if "error" in outcome:
             exc = outcome["error"]
             first = (str(exc).strip().splitlines() or [""])[0]
