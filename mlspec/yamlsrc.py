@@ -15,10 +15,36 @@ import yaml
 
 from mlspec.errors import Diagnostic, SpecError
 
+import re
+
 try:  # libyaml is ~10x faster; fall back to the pure-Python loader when it is missing
-    _Loader = yaml.CSafeLoader
+    _Base = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - depends on the PyYAML build
-    _Loader = yaml.SafeLoader
+    _Base = yaml.SafeLoader
+
+
+class _Loader(_Base):
+    """YAML as OmegaConf reads it (so Hydra and our fast path agree): `1e-3` is a float, dates stay strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:
+     [-+]?[0-9]+(?:_[0-9]+)*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9]+(?:_[0-9]+)*(?:[eE][-+]?[0-9]+)
+    |\.[0-9]+(?:_[0-9]+)*(?:[eE][-+][0-9]+)?
+    |[-+]?[0-9]+(?:_[0-9]+)*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in _Loader.yaml_implicit_resolvers.items()}
+
+
+def parse_scalar(text: str):
+    """A YAML scalar/flow value parsed the way spec files are (used for simple overrides)."""
+    return yaml.load(text, Loader=_Loader)
 
 Path_ = tuple  # a key path: ("steps", "train", "params", "C") or ("steps", "x", "outputs", 0)
 
@@ -76,9 +102,10 @@ def _walk(node: yaml.Node, path: tuple, src: YamlSource, diags: list[Diagnostic]
             if key in seen:
                 line, col = _mark(knode)
                 first = seen[key][0]
-                diags.append(Diagnostic(src.file, line, col, ".".join(map(str, path + (key,))),
+                shown = str(key).encode("unicode_escape").decode("ascii") if not str(key).isprintable() else key
+                diags.append(Diagnostic(src.file, line, col, ".".join(map(str, path + (shown,))),
                                         "duplicate-key",
-                                        f"key '{key}' appears twice in this mapping (first at line {first}); "
+                                        f"key '{shown}' appears twice in this mapping (first at line {first}); "
                                         "YAML keeps only the last one: remove or rename one"))
             seen[key] = _mark(knode)
             src.key_marks[path + (key,)] = _mark(knode)

@@ -1,13 +1,18 @@
-"""The local backend: each step in a subprocess of its own (``python -m mlspec.runner``).
+"""The local backend: steps run in worker processes, never in mlspec's own.
 
-A crashing, leaking or hanging step cannot take mlspec down: it runs in its own session (process group),
-its stdout/stderr go to a log file, a timeout or Ctrl-C kills the whole group.
+By default a pool of long-lived workers (``python -m mlspec.worker``, one per parallel slot) runs the
+steps, saving the interpreter start-up and imports on every step; with ``fresh_process: true`` every step
+gets a new interpreter (``python -m mlspec.runner``). Either way a crashing, leaking or hanging step cannot
+take mlspec down: each worker runs in its own session (process group), a step's stdout/stderr go to its
+log, and a timeout or Ctrl-C kills the worker's whole group (the pool replaces it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import select
 import shutil
 import signal
 import subprocess
@@ -49,6 +54,48 @@ def read_log(path: Path) -> str:
         return ""
 
 
+class _Worker:
+    """One pooled worker process and the pipe its results come back on."""
+
+    def __init__(self, python: str, cwd: str, env: dict):
+        r, w = os.pipe()
+        self.proc = subprocess.Popen([python, "-m", "mlspec.worker", str(w)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(w,),
+                                     cwd=cwd, env=env, start_new_session=True)
+        os.close(w)
+        self.results = os.fdopen(r, "r")
+
+    def send(self, msg: dict) -> None:
+        self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def receive(self, timeout: float | None) -> dict | None:
+        """The result, or None on timeout; raises EOFError when the worker died."""
+        ready, _, _ = select.select([self.results], [], [], timeout)
+        if not ready:
+            return None
+        line = self.results.readline()
+        if not line:
+            raise EOFError
+        return json.loads(line)
+
+    def kill(self) -> None:
+        _kill_group(self.proc, grace=1.0)
+        self.close()
+
+    def close(self) -> None:
+        for f in (self.proc.stdin, self.results):
+            try:
+                f.close()
+            except OSError:
+                pass
+        if self.proc.poll() is None:
+            try:
+                self.proc.wait(2)
+            except subprocess.TimeoutExpired:
+                _kill_group(self.proc, grace=0.5)
+
+
 class LocalBackend(Backend):
     type = "local"
     settings_schema = json.loads(resources.files("mlspec.schemas").joinpath("backend-local.schema.json").read_text())
@@ -56,6 +103,8 @@ class LocalBackend(Backend):
     def __init__(self, settings, context):
         super().__init__(settings, context)
         self._procs: dict[str, subprocess.Popen] = {}
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        self._busy: dict[str, _Worker] = {}
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
@@ -72,20 +121,76 @@ class LocalBackend(Backend):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        while True:
+            try:
+                w = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            w.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def submit(self, task: Task) -> Future:
         self.start()
-        return self._pool.submit(self._run, task)
+        if self.settings.get("fresh_process"):
+            return self._pool.submit(self._run_fresh, task)
+        return self._pool.submit(self._run_pooled, task)
 
-    def _run(self, task: Task) -> TaskResult:
+    def _env(self) -> dict:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _run_pooled(self, task: Task) -> TaskResult:
+        if self._cancelled.is_set():
+            return TaskResult(TaskStatus.CANCELLED, error="cancelled before it started")
+        workdir = Path(tempfile.mkdtemp(prefix="t-", dir=self._tmp))
+        log_path = workdir / "log.txt"
+        try:
+            worker = self._idle.get_nowait()
+            if worker.proc.poll() is not None:
+                worker.close()
+                raise queue.Empty
+        except queue.Empty:
+            worker = _Worker(self.settings.get("python") or sys.executable, str(self.context.project_dir),
+                             self._env())
+        with self._lock:
+            self._busy[task.id] = worker
+        keep = False
+        try:
+            try:
+                worker.send({"task": dict(task.payload), "log": str(log_path), "workdir": str(workdir)})
+                result = worker.receive(task.timeout)
+            except (EOFError, BrokenPipeError, OSError, ValueError):
+                code = worker.proc.wait()
+                log_text = read_log(log_path)
+                if self._cancelled.is_set():
+                    return TaskResult(TaskStatus.CANCELLED, error="cancelled", log=log_text)
+                tail = "\n".join(log_text.strip().splitlines()[-5:])
+                how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                return TaskResult(TaskStatus.FAILED, error=f"the step process {how}" + (f": {tail}" if tail else ""),
+                                  log=log_text)
+            if result is None:
+                worker.kill()
+                return TaskResult(TaskStatus.TIMED_OUT, error=f"timed out after {task.timeout:g}s and was killed",
+                                  log=read_log(log_path), duration=float(task.timeout or 0))
+            keep = not self._cancelled.is_set()
+            return TaskResult.from_runner(result, read_log(log_path))
+        finally:
+            with self._lock:
+                self._busy.pop(task.id, None)
+            if keep:
+                self._idle.put(worker)
+            elif worker.proc.poll() is None:
+                worker.kill()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _run_fresh(self, task: Task) -> TaskResult:
         workdir = Path(tempfile.mkdtemp(prefix="t-", dir=self._tmp))
         result_path = workdir / "result.json"
         log_path = workdir / "log.txt"
         python = self.settings.get("python") or sys.executable
-        env = dict(os.environ)
+        env = self._env()
         env.update({k: str(v) for k, v in (task.payload.get("env") or {}).items()})
-        env["PYTHONUNBUFFERED"] = "1"
         try:
             if self._cancelled.is_set():
                 return TaskResult(TaskStatus.CANCELLED, error="cancelled before it started")
@@ -125,8 +230,11 @@ class LocalBackend(Backend):
         self._cancelled.set()
         with self._lock:
             procs = list(self._procs.values())
+            workers = list(self._busy.values())
         for p in procs:
             _kill_group(p, grace=1.0)
+        for w in workers:
+            _kill_group(w.proc, grace=1.0)
 
     def preflight(self, requirements: list[Requirement]) -> list[str]:
         problems = []
