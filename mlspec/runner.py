@@ -225,6 +225,40 @@ def _run_cmd(task: dict, inputs: dict, outdir: Path, project_dir: str) -> tuple[
     return outputs, metrics
 
 
+_SEEN_MTIMES: dict[str, int] = {}
+
+
+def _purge_stale_project_modules(code_paths: list[str]) -> None:
+    """In a reused worker, forget the project's modules when any of their files changed since import.
+
+    Project modules are those loaded from the code paths; all of them go at once, so a module that
+    imported a changed helper (``from util import f``) does not keep the old function.
+    """
+    roots = tuple(os.path.join(os.path.abspath(p), "") for p in code_paths)
+    project_mods = []
+    stale = False
+    for name, mod in list(sys.modules.items()):
+        f = getattr(mod, "__file__", None)
+        if not f or not f.startswith(roots):
+            continue
+        project_mods.append(name)
+        try:
+            m = os.stat(f).st_mtime_ns
+        except OSError:
+            stale = True
+            continue
+        if _SEEN_MTIMES.setdefault(f, m) != m:
+            stale = True
+    if stale:
+        for name in project_mods:
+            f = getattr(sys.modules.get(name), "__file__", None)
+            sys.modules.pop(name, None)
+            _SEEN_MTIMES.pop(f, None)
+        import importlib
+
+        importlib.invalidate_caches()
+
+
 def execute(task: dict, workdir: str | None = None) -> dict:
     """Run one task; always returns a result dict (status succeeded/failed), never raises for user errors."""
     from mlspec.artifacts import ArtifactStore
@@ -240,6 +274,7 @@ def execute(task: dict, workdir: str | None = None) -> dict:
         for p in reversed(task.get("code_paths", [])):
             if p not in sys.path:
                 sys.path.insert(0, p)
+        _purge_stale_project_modules(task.get("code_paths", []))
         os.chdir(project_dir)
         inputs = _materialise_inputs(task, store, tmp)
         if task.get("run"):
@@ -264,6 +299,7 @@ def execute(task: dict, workdir: str | None = None) -> dict:
         return {"status": "failed", "outputs": {}, "metrics": {}, "error": last, "traceback": tb,
                 "duration": time.time() - started}
     finally:
+        _purge_stale_project_modules(task.get("code_paths", []))  # records what this task imported
         os.chdir(old_cwd)
         sys.path[:] = old_path
 

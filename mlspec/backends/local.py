@@ -255,10 +255,32 @@ class LocalBackend(Backend):
                 if total and int(mem) > total:
                     problems.append(f"{r.address} asks for {int(mem) / 2**30:.1f} GiB of memory; this machine has "
                                     f"{total / 2**30:.1f} GiB")
+            if r.module:
+                problem = self._module_problem(r.module)
+                if problem:
+                    problems.append(f"{r.address}: {problem}")
             if r.resources.get("custom"):
                 problems.append(f"{r.address} asks for custom resources {sorted(r.resources['custom'])}, which the "
                                 "local backend does not have")
         return problems
+
+    def _module_problem(self, module: str) -> str:
+        """'' when the step module can be imported here; found without running it when it is the project's."""
+        parts = module.split(".")
+        for root in self.context.code_paths or (str(self.context.project_dir),):
+            base = Path(root).joinpath(*parts)
+            if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+                return ""
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            return ""
+        return (f"module '{module}' is neither in the project ({', '.join(self.context.code_paths) or 'its dir'}) "
+                "nor installed: fix `run:` or install it")
 
     def health(self) -> str:
         return f"ok: {self.capacity()} parallel steps on {os.cpu_count()} CPUs"
