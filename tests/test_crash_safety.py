@@ -104,3 +104,45 @@ def test_lock_timeout_waits_for_the_holder(project):
     assert all(code == 0 for _, _, code in results), results
     assert sum("Apply complete" in out for out, _, _ in results) == 1
     assert sum("No changes" in out for out, _, _ in results) == 2
+
+
+def test_ctrl_c_cancels_saves_releases_and_prints_resume(project):
+    project.write("src/demo/slow.py", """
+import time
+def quick(i: int):
+    return {"out": {"i": i}}
+def slow(prev):
+    time.sleep(60)
+    return {"out": {}}
+""")
+    project.write("mlspec.yaml", """
+project: demo
+steps:
+  a: {run: demo.slow:quick, outputs: [out], params: {i: 1}}
+  b: {run: demo.slow:slow, inputs: {prev: step.a.out}, outputs: [out]}
+  c: {run: demo.slow:quick, inputs: {prev: step.b.out}, outputs: [out], params: {i: 2}}
+""")
+    project.write("src/demo/slow.py", (project.root / "src/demo/slow.py").read_text().replace(
+        "def quick(i: int):", "def quick(i: int, prev=None):"))
+    env = dict(os.environ, NO_COLOR="1")
+    proc = subprocess.Popen([sys.executable, "-m", "mlspec", "-C", str(project.root), "apply", "--auto-approve"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = list((project.root / ".mlspec/state/default.journal").glob("*.json")) if (
+            project.root / ".mlspec/state/default.journal").exists() else []
+        if len(runs) >= 1:
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)  # step b is running now
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert time.monotonic() - t0 < 15
+    assert "Resume with: mlspec -C" in err and "apply --auto-approve" in err
+    assert "cancelled step.b" in out
+    st = project.state()
+    assert "step.a" in st["resources"] and "step.b" not in st["resources"]
+    assert not (project.root / ".mlspec/state/default.lock").exists()
+    assert project.last_run()["status"] == "interrupted"
