@@ -186,6 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     console = Console(color=False if args.no_color else None)
+    if args.project_dir not in (".", ""):
+        # like `git -C`: every relative path (spec, -o FILE, plan files) is relative to DIR
+        try:
+            os.chdir(args.project_dir)
+        except OSError as exc:
+            console.error(f"Error: cannot use -C {args.project_dir}: {exc.strerror}")
+            return EXIT_ERROR
+        args.resume_dir = args.project_dir
+        args.project_dir = "."
     target = COMMANDS[args.command]
     mod_name, _, func = target.partition(":")
     try:

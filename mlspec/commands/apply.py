@@ -26,8 +26,9 @@ def _is_planfile(arg: str) -> bool:
 
 def _resume_command(args, overrides) -> str:
     parts = ["mlspec"]
-    if args.project_dir not in (".", ""):
-        parts += ["-C", args.project_dir]
+    where = getattr(args, "resume_dir", None) or args.project_dir
+    if where not in (".", ""):
+        parts += ["-C", where]
     if args.file:
         parts += ["-f", args.file]
     parts += ["apply", "--auto-approve"] + list(overrides)
