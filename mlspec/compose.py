@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mlspec.errors import Diagnostic, MlspecError, SpecError, did_you_mean
-from mlspec.yamlsrc import YamlSource, _syntax_diag, load_yaml
+from mlspec.yamlsrc import YamlSource, _syntax_diag, load_yaml, parse_scalar
 
 DEFAULT_SPEC = "mlspec.yaml"
 _PACKAGE_RE = re.compile(r"^#\s*@package\s+(\S+)", re.M)
@@ -408,10 +408,45 @@ def _hydra_compose(config_dir: Path, name: str, overrides: list[str], shown: str
         raise _group_yaml_error(exc, project_dir or config_dir) from None
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise SpecError([_hydra_diag(exc, overrides, shown, primary, group_names)]) from None
+    except (TypeError, KeyError, IndexError, AttributeError) as exc:
+        # Hydra itself fails on some overrides, e.g. `~steps.a.outputs.0` (TypeError deleting a list item)
+        import traceback
+
+        frames = {f.name for f in traceback.extract_tb(exc.__traceback__)}
+        user = [o for o in overrides[1:] if o != "+backend=local"]
+        if "_apply_overrides_to_config" not in frames or not user:
+            raise
+        where = f"override '{user[0]}'" if len(user) == 1 else f"override '{' '.join(user)}'"
+        raise SpecError([Diagnostic(where, 0, 0, "", "bad-override",
+                                    f"cannot apply this override ({type(exc).__name__}: {exc}); a list item "
+                                    "cannot be deleted on its own: set the whole list instead, e.g. key=[a,b]")]) from None
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     OmegaConf.set_struct(cfg, False)
     del cfg["hydra"]
     return cfg, choices
+
+
+def _unparsable_interpolation(node: Any, path: tuple = ()) -> tuple | None:
+    """(key path, value) of the first string whose ${...} OmegaConf cannot parse, or None."""
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        if isinstance(node, str) and "${" in node:
+            from omegaconf.errors import GrammarParseError
+            from omegaconf.grammar_parser import parse
+
+            try:
+                parse(node)
+            except GrammarParseError:
+                return path, node
+        return None
+    for k, v in items:
+        found = _unparsable_interpolation(v, path + (k,))
+        if found is not None:
+            return found
+    return None
 
 
 def _key_suggestion(key: str, data: Any) -> str:
@@ -447,6 +482,12 @@ def _hydra_diag(exc: Exception, overrides: list[str], shown: str, primary: YamlS
                 for part in kpath:
                     value = value.get(part) if isinstance(value, dict) else None
         kpath_text = full_key.group(1) if full_key else ""
+        if isinstance(cause, GrammarParseError) and not line and primary is not None:
+            bad = _unparsable_interpolation(primary.data)  # e.g. under an empty key: no full_key to go by
+            if bad is not None:
+                kpath, value = bad
+                line, col = primary.locate(kpath) or (0, 0)
+                kpath_text = format_path(kpath)
         if isinstance(cause, GrammarParseError):
             what = f"the interpolation in {value!r}" if isinstance(value, str) else "an interpolation"
             return Diagnostic(shown, line, col, kpath_text, "bad-interpolation",

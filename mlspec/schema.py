@@ -145,6 +145,10 @@ def _convert(err, smap: SourceMap, prefix: tuple) -> Iterable[Diagnostic]:
     if v == "propertyNames":  # a `false` propertyNames schema (not used by mlspec's schema)
         yield smap.diag(path, "bad-name", err.message)
         return
+    if v == "pattern" and schema.get("pattern") == NAME_PATTERN:  # whatever the field's own description says
+        yield smap.diag(path, "bad-format", f"{_got(inst)} is not a valid name: names start with a letter "
+                                            "and use letters, digits, '_' or '-'")
+        return
     if v == "pattern":
         desc = _described(schema)
         yield smap.diag(path, "bad-format", f"{_got(inst)} is not valid here" + (f": {desc}" if desc else ""))
