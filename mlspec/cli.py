@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 1 error, 2 changes")
 
     p = sub.add_parser("apply", help="run the plan: execute steps, record state, artifacts and runs")
-    _plan_opts(p)
+    _plan_opts(p, formats=False)
     p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
     p.add_argument("--parallelism", type=int, default=None, metavar="N",
                    help="run at most N steps at once (default: the backend's capacity)")
@@ -141,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plan_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+def _plan_opts(p: argparse.ArgumentParser, *, formats: bool = True) -> None:
+    if formats:
+        p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     p.add_argument("--target", action="append", default=[], metavar="ADDR",
                    help="plan only ADDR and what it needs upstream (repeatable)")
     p.add_argument("--replace", action="append", default=[], metavar="ADDR",
@@ -185,6 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_ERROR
+    for cmd, attr, choices in (("state", "state_command", "list, show, rm, pull, push, restore, unlock, history"),
+                               ("runs", "runs_command", "list, show"), ("metrics", "metrics_command", "show, diff"),
+                               ("artifacts", "artifacts_command", "get")):
+        if args.command == cmd and not getattr(args, attr, None):
+            print(f"Error: `mlspec {cmd}` needs a subcommand: {choices} (see mlspec {cmd} --help)", file=sys.stderr)
+            return EXIT_ERROR
+    if isinstance(getattr(args, "address", None), list):
+        # `state rm ADDR... key=value`: words that are not addresses are overrides
+        words = args.address
+        args.address = [w for w in words if "=" not in w.split("[", 1)[0]]
+        args.overrides = list(getattr(args, "overrides", []) or []) + [w for w in words if w not in args.address]
     console = Console(color=False if args.no_color else None)
     if args.project_dir not in (".", ""):
         # like `git -C`: every relative path (spec, -o FILE, plan files) is relative to DIR

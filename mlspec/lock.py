@@ -93,7 +93,7 @@ class StateLock:
         stale = holder.stale()
         if stale:
             hint = (f"that process is no longer running: the lock is stale. Break it with:\n"
-                    f"    mlspec state unlock {holder.id}")
+                    f"    mlspec state unlock {holder.id} --force")
         else:
             hint = (f"wait for it to finish (or pass --lock-timeout 10m); if it died, break the lock with:\n"
                     f"    mlspec state unlock {holder.id}")

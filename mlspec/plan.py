@@ -81,8 +81,6 @@ class Reason:
             return "not recorded yet"
         if c == "definition_changed":
             return f"{self.path}: {_fmt(self.before)} -> {_fmt(self.after)}"
-        if c == "failed_before":
-            return "its last run failed"
         return f"{c} {self.path}".strip()
 
     def to_dict(self) -> dict:
@@ -233,8 +231,6 @@ def diff_reasons(record: Mapping | None, now: Mapping, upstream_unknown: Iterabl
                 reasons.append(Reason("input_changed", new_src.get(k, k)))
     if old.get("format") != now.get("format"):
         reasons.append(Reason("definition_changed", "format", old.get("format"), now.get("format")))
-    if record.get("status") == "failed" and not reasons:
-        reasons.append(Reason("failed_before"))
     return reasons
 
 

@@ -42,7 +42,8 @@ def make_backend(project, cfg: BackendConfig) -> Backend:
                 path = ".".join([where] + [str(p) for p in e.absolute_path])
                 lines.append(f"{path}: {e.message}")
             raise MlspecError(f"invalid settings for the {cfg.type} backend:\n  " + "\n  ".join(lines),
-                              hint=f"see backends/{cfg.type}/README.md for its settings")
+                              hint="see docs/backends.md for its settings" if cfg.type == "local"
+                              else f"see backends/{cfg.type}/README.md for its settings")
     return cls(settings, backend_context(project))
 
 

@@ -176,6 +176,10 @@ def _call_function(task: dict, inputs: dict, outdir: Path) -> tuple[dict, dict]:
     for m in task["metrics"]:
         if m in result:
             metrics[m] = result.pop(m)
+    missing = [m for m in task["metrics"] if m not in metrics]
+    if missing:
+        raise StepFailed(f"{task['run']}() did not return metric{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(missing)} (declared under `metrics:`)")
     outputs = {}
     for name in task["outputs"]:
         if name not in result:

@@ -166,7 +166,7 @@ class _Checker:
             if isinstance(outs, list):
                 seen = set()
                 for i, o in enumerate(outs):
-                    if o in seen:
+                    if isinstance(o, str) and o in seen:  # items may be anything here (lists too)
                         self.err(base + ("outputs", i), "duplicate-output",
                                  f"output '{o}' is declared twice in step '{name}'")
                     seen.add(o) if isinstance(o, str) else None

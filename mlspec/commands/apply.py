@@ -31,7 +31,12 @@ def _resume_command(args, overrides) -> str:
         parts += ["-C", where]
     if args.file:
         parts += ["-f", args.file]
-    parts += ["apply", "--auto-approve"] + list(overrides)
+    parts += ["apply", "--auto-approve"]
+    for t in getattr(args, "target", None) or []:
+        parts += ["--target", t]
+    for r in getattr(args, "replace", None) or []:
+        parts += ["--replace", r]
+    parts += list(overrides)
     return " ".join(shlex.quote(p) for p in parts)
 
 

@@ -59,7 +59,7 @@ def run(args, console: Console) -> int:
         preflight(project, instances, plan, console)
     data = plan.to_dict()
     if args.out:
-        save_plan(Path(args.out), project, plan, state)
+        save_plan(Path(args.out), project, plan, state, project.graph_edges(instances))
     emit(data, args.format, console, verbose=args.verbose, edges=project.graph_edges(instances))
     if args.out:
         console.error(f"Saved the plan to {args.out}. Apply exactly this plan with: mlspec apply {args.out}")
@@ -86,7 +86,7 @@ def emit(data: dict, fmt: str, console: Console, *, verbose: bool = False, edges
         console.print(render_text(data, verbose=verbose, style=console.style), end="")
 
 
-def save_plan(path: Path, project: Project, plan, state) -> None:
+def save_plan(path: Path, project: Project, plan, state, edges=()) -> None:
     from mlspec.storage import atomic_write_local
 
     bundle = {
@@ -97,6 +97,7 @@ def save_plan(path: Path, project: Project, plan, state) -> None:
         "overrides": list(project.overrides),
         "new_state": None if state.exists else {"lineage": state.lineage, "fingerprint_key": state.fingerprint_key},
         "plan": plan.to_dict(),
+        "edges": [list(e) for e in edges],
     }
     atomic_write_local(path, json.dumps(bundle, indent=1, sort_keys=True).encode())
 

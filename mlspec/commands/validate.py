@@ -29,9 +29,10 @@ def run(args, console: Console) -> int:
         return 1 if diags else 0
     if diags:
         raise SpecError(diags)
-    n_steps = len(spec.steps)
+    def n(items, word):
+        return f"{len(items)} {word}{'' if len(items) == 1 else 's'}"
+
     console.print(console.style("Success!", "green", "bold") + f" The spec is valid: project '{spec.project}', "
-                  f"{len(spec.datasets)} datasets, {n_steps} steps, {len(spec.models)} models, "
-                  f"{len(spec.deployments)} deployments, {len(spec.monitors)} monitors, "
-                  f"{len(spec.triggers)} triggers.")
+                  f"{n(spec.datasets, 'dataset')}, {n(spec.steps, 'step')}, {n(spec.models, 'model')}, "
+                  f"{n(spec.deployments, 'deployment')}, {n(spec.monitors, 'monitor')}, {n(spec.triggers, 'trigger')}.")
     return 0
