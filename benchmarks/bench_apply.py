@@ -9,20 +9,22 @@
     minus the re-run step's own time (its recorded duration) < 1 s; DVC: `dvc repro` after changing the
     same param in params.yaml). DVC's first full `dvc repro` of 500 stages takes many minutes: it runs
     once (n=1) unless --skip-dvc-500; DVC's no-op and param-change rows use a state recorded by writing
-    the outputs and `dvc commit --force` (see bench_plan.py).
+    the outputs, cache objects and dvc.lock exactly as `dvc repro` does (see bench_plan.py).
 (d) per-step overhead at 10 / 100 / 500 steps (chain and fan-out, first full run): total / steps, and net
     of the fixed cost ((first run - no-op apply) / steps), which must not grow with the graph.
 
     python benchmarks/bench_apply.py [--quick] [--repeat N] [--no-dvc] [--skip-dvc-500] [--dvc-repeat N]
+                                    [--dvc-budget S]
 
 Repeats: cheap measurements use --repeat (default 5). First full runs need a fresh project each time,
 so they use min(--repeat, 3) for 100 steps and min(--repeat, 2) for 500 steps (1 with --quick), and DVC
 first runs use --dvc-repeat (default 1: `dvc repro` of 100 stages takes 1-2 minutes here).
---quick: (a) at 100, (b), (c) with the 500-step fan-out only and no DVC first run at 500, (d) chain.
+--quick: one run per first full run, (c) and (d) at 500 with the fan-out only, no DVC first run at 500.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -44,6 +46,7 @@ class Bench:
         self.root = c.WORK / "apply"
         self.first: dict = {}  # (tool, shape, n) -> Stat
         self.noop: dict = {}
+        self.sizes = [int(x) for x in args.sizes.split(",")]  # small, mid (a), big (c)
 
     # --- helpers ----------------------------------------------------------------------------------
     def first_run_mlspec(self, shape: str, n: int, repeat: int) -> c.Stat:
@@ -95,24 +98,25 @@ class Bench:
         heavy100 = 1 if a.quick else max(1, min(a.repeat, 3))
         heavy500 = 1 if a.quick else max(1, min(a.repeat, 2))
         shapes_500 = ["fanout"] if a.quick else ["chain", "fanout"]
+        small, mid, big = self.sizes
         for shape in ("chain", "fanout"):
-            self.first_run_mlspec(shape, 10, a.repeat)
-            self.noop_mlspec(shape, 10)
-            self.first_run_mlspec(shape, 100, heavy100)
-            self.noop_mlspec(shape, 100)
-            self.first_run_dvc(shape, 100, a.dvc_repeat)
+            self.first_run_mlspec(shape, small, a.repeat)
+            self.noop_mlspec(shape, small)
+            self.first_run_mlspec(shape, mid, heavy100)
+            self.noop_mlspec(shape, mid)
+            self.first_run_dvc(shape, mid, a.dvc_repeat)
         for shape in shapes_500:
-            self.first_run_mlspec(shape, 500, heavy500)
-            self.noop_mlspec(shape, 500)
+            self.first_run_mlspec(shape, big, heavy500)
+            self.noop_mlspec(shape, big)
         rows = []
         for shape in ("chain", "fanout"):
-            m = self.first[("mlspec", shape, 100)]
-            d = self.first.get(("dvc", shape, 100))
-            rows.append([shape, "100", c.fmt_s(m.median), c.fmt_s(m.cpu), f"n={len(m.walls)}",
-                         c.fmt_ms(m.median / 100), c.fmt_ms(m.cpu / 100),
-                         c.fmt_s(d.median) if d else "—", c.fmt_ms(d.median / 100) if d else "—",
+            m = self.first[("mlspec", shape, mid)]
+            d = self.first.get(("dvc", shape, mid))
+            rows.append([shape, f"{mid}", c.fmt_s(m.median), c.fmt_s(m.cpu), f"n={len(m.walls)}",
+                         c.fmt_ms(m.median / mid), c.fmt_ms(m.cpu / mid),
+                         c.fmt_s(d.median) if d else "—", c.fmt_ms(d.median / mid) if d else "—",
                          f"n={len(d.walls)}" if d else "—", c.ratio(d.median, m.median) if d else "—"])
-        out = ["### (a) Overhead per trivial step, first full run (100 steps)\n",
+        out = [f"### (a) Overhead per trivial step, first full run ({mid} steps)\n",
                c.table(["shape", "steps", "mlspec apply", "CPU", "repeats", "per step", "CPU per step",
                         "dvc repro", "DVC per step", "DVC repeats", "DVC / mlspec"], rows)]
         if not self.dvc.ok:
@@ -121,7 +125,7 @@ class Bench:
         rows = []
         per = {}
         for shape in ("chain", "fanout"):
-            for n in (10, 100, 500):
+            for n in self.sizes:
                 m = self.first.get(("mlspec", shape, n))
                 z = self.noop.get(("mlspec", shape, n))
                 if not m:
@@ -133,11 +137,11 @@ class Bench:
         for k, r in enumerate(rows):
             shape = r[0]
             sizes = [n for (s, n) in per if s == shape]
-            base = per[(shape, 100)] if (shape, 100) in per else per[(shape, sizes[0])]
+            base = per[(shape, mid)]
             n = int(r[1].replace(",", ""))
-            if n == max(sizes) and n > 100:
+            if n == max(sizes) and n > mid:
                 grow = per[(shape, n)] / base
-                r[8] = f"{grow:.2f}x of 100"
+                r[8] = f"{grow:.2f}x of {mid}"
                 r[9] = c.verdict(grow <= 1.25)
         out += ["\n### (d) Per-step overhead vs graph size (first full run; net = (first - no-op) / steps)\n",
                 c.table(["shape", "steps", "first apply", "repeats", "no-op apply", "per step (total/n)",
@@ -173,7 +177,7 @@ class Bench:
     # --- (c) ---------------------------------------------------------------------------------------
     def at_500(self) -> str:
         a = self.args
-        n = 500
+        n = self.sizes[2]
         rows = []
         # first full apply (from overhead(): fan-out and, unless --quick, chain)
         dvc500 = None
@@ -197,10 +201,10 @@ class Bench:
             if self.dvc.ok and shape == "fanout":
                 dd = self.dvc_recorded("fanout", n)
                 c.say("[apply] dvc repro no-op, fanout 500")
-                dz = c.measure([self.dvc.bin, "repro"], dd, self.dvc.env(), a.repeat)
+                dz = c.measure([self.dvc.bin, "repro"], dd, self.dvc.env(), a.repeat, budget=a.dvc_budget)
                 self.cmds.append(c.cmdline([self.dvc.bin, "repro"], dd))
             rows.append([f"no-op apply, {shape}", c.fmt_s(z.median), c.fmt_s(z.cpu), z.spread,
-                         c.fmt_s(dz.median) if dz else "—", c.ratio(dz.median, z.median) if dz else "—",
+                         f"{c.fmt_s(dz.median)} (n={len(dz.walls)})" if dz else "—", c.ratio(dz.median, z.median) if dz else "—",
                          f"< {c.fmt_s(TARGET_NOOP_500)}", c.verdict(z.median < TARGET_NOOP_500)])
         # one param changed in the fan-out
         d = self.root / f"mlspec-fanout-{n}"
@@ -225,11 +229,17 @@ class Bench:
         if self.dvc.ok:
             dd = self.dvc_recorded("fanout", n)
             dst = c.Stat()
-            for i in range(a.repeat):
+            reps = a.repeat
+            i = 0
+            while i < reps:
                 c.set_dvc_param(dd, stage, "scale", 2.0 + i + time.time() % 1)
-                c.say(f"[apply] dvc repro after one param change, fanout 500 ({i + 1}/{a.repeat})")
-                dst.add(c.run([self.dvc.bin, "repro"], dd, self.dvc.env()))
-            dcell, rcell = c.fmt_s(dst.median), c.ratio(dst.median, st.median)
+                c.say(f"[apply] dvc repro after one param change, fanout 500 ({i + 1}/{reps})")
+                t = c.run([self.dvc.bin, "repro"], dd, self.dvc.env())
+                dst.add(t)
+                if i == 0 and t.wall * a.repeat > a.dvc_budget:
+                    reps = max(1, int(a.dvc_budget // t.wall))
+                i += 1
+            dcell, rcell = f"{c.fmt_s(dst.median)} (n={len(dst.walls)})", c.ratio(dst.median, st.median)
             self.cmds.append(f"# edit {stage}.scale in params.yaml, then:\n" + c.cmdline([self.dvc.bin, "repro"], dd))
         rows.append([f"one param changed (1 of {n} re-runs): apply wall", c.fmt_s(st.median), c.fmt_s(st.cpu), st.spread,
                      dcell, rcell, "", ""])
@@ -246,7 +256,7 @@ class Bench:
         d = self.root / f"dvc-{shape}-{n}-recorded"
         if not (d / "dvc.lock").exists():
             c.write_dvc_project(d, shape, n, self.dvc)
-            c.say(f"[apply] recording DVC state for {shape} {n} (outputs + dvc commit --force)")
+            c.say(f"[apply] recording DVC state for {shape} {n} (outputs, cache, dvc.lock as dvc repro writes them)")
             c.dvc_record_without_running(d, shape, n, self.dvc)
         return d
 
@@ -254,7 +264,10 @@ class Bench:
 def main() -> int:
     ap = c.parser(__doc__.split("\n\n")[0])
     ap.add_argument("--skip-dvc-500", action="store_true", help="skip DVC's first full run of 500 stages")
+    ap.add_argument("--sizes", default="10,100,500", help=argparse.SUPPRESS)  # small,mid,big (for smoke tests)
     ap.add_argument("--dvc-repeat", type=int, default=1, metavar="N", help="repeats of DVC first full runs (default 1)")
+    ap.add_argument("--dvc-budget", type=float, default=120.0, metavar="S",
+                    help="seconds per DVC measurement at 500 stages before repeats are cut (default 120)")
     args = ap.parse_args()
     b = Bench(args)
     t0 = time.time()

@@ -3,15 +3,17 @@
 Graphs of N steps in total: chain = each step reads the previous step's output; fan-out = one source
 step, N-1 steps all reading it. Every step is trivial (`run: bench.steps:step`, a few bytes out). The
 state is recorded once per graph by `mlspec apply --auto-approve` (timed once, shown for information),
-and for DVC by writing every stage's output exactly as its command would and `dvc commit --force` (the
-documented path for commands run outside DVC; `dvc repro` of hundreds of stages takes many minutes);
-`dvc status` is then "up to date" on the same graph.
+and for DVC by writing every stage's output, its cache object and dvc.lock exactly as `dvc repro` would
+(byte-identical: `python benchmarks/common.py` checks it; `dvc repro` and even `dvc commit --force` of
+hundreds of stages take many minutes here); `dvc status` is then "up to date" on the same graph.
+DVC's slowest sizes get fewer timed runs (--dvc-budget seconds per measurement; n is shown).
 
 Targets: no-op plan at 500 steps < 0.5 s, at 2,000 steps < 1 s, growing linearly (ms per step shown).
 Also checked: a re-plan over unchanged data reads no data bytes (`HashCache.bytes_read` of an in-process
 `Project.open(dir).plan()`) and does not rewrite `.mlspec/cache/hashes.json` (mtime unchanged).
 
     python benchmarks/bench_plan.py [--quick] [--repeat N] [--no-dvc] [--fresh] [--profile]
+                                   [--dvc-budget S] [--dvc-max N]
 
 --quick: 10 / 100 / 500 steps (else also 2,000). Set-ups are kept in benchmarks/.work/plan and reused
 when the generated project is identical (--fresh redoes them).
@@ -65,26 +67,26 @@ def setup_mlspec(shape: str, n: int, fresh: bool, mlspec: str):
     return d, t
 
 
-def setup_dvc(shape: str, n: int, fresh: bool, dvc: c.Dvc):
+def setup_dvc(shape: str, n: int, dvc: c.Dvc):
     d = c.WORK / "plan" / f"dvc-{shape}-{n}"
-    marker = d / ".bench-ready"
-    probe = c.WORK / "plan" / "probe-dvc"
-    probe.mkdir(parents=True, exist_ok=True)
-    if not fresh and marker.exists() and (d / "dvc.lock").exists():
-        return d, None
     c.write_dvc_project(d, shape, n, dvc)
-    c.say(f"[plan] setting up {c.rel(d)}: outputs + dvc commit --force ({n} stages) ...")
-    t = c.dvc_record_without_running(d, shape, n, dvc)
-    marker.write_text(digest(d))
-    return d, t
+    c.say(f"[plan] setting up {c.rel(d)}: outputs, cache and dvc.lock as dvc repro writes them ({n} stages)")
+    return d, c.dvc_record_without_running(d, shape, n, dvc)
 
 
 def main() -> int:
     ap = c.parser(__doc__.split("\n\n")[0])
     ap.add_argument("--fresh", action="store_true", help="redo the recorded state of every graph")
+    ap.add_argument("--sizes", default="", help="comma-separated graph sizes instead of the defaults")
     ap.add_argument("--profile", action="store_true", help="cProfile the no-op plan at the largest size")
+    ap.add_argument("--dvc-budget", type=float, default=60.0, metavar="S",
+                    help="seconds per DVC measurement before repeats are cut (default 60)")
+    ap.add_argument("--dvc-max", type=int, default=500, metavar="N",
+                    help="largest graph to run DVC on (default 500: `dvc status` grows superlinearly, ~1 min at 500 here)")
     args = ap.parse_args()
     sizes = [10, 100, 500] if args.quick else [10, 100, 500, 2000]
+    if args.sizes:
+        sizes = [int(x) for x in args.sizes.split(",")]
     mlspec = c.mlspec_bin()
     env = c.mlspec_env()
     dvc = c.ensure_dvc(args.no_dvc)
@@ -111,20 +113,22 @@ def main() -> int:
                                pr["cache_entries"], c.verdict(pr["bytes_read"] == 0 and not cli_rewrote
                                                               and not pr["cache_rewritten"])])
             dvc_cell = dvc_cpu = ratio_cell = "—"
-            if dvc.ok:
-                dd, dsetup = setup_dvc(shape, n, args.fresh, dvc)
+            if dvc.ok and n <= args.dvc_max:
+                dd, dsetup = setup_dvc(shape, n, dvc)
                 dcmd = [dvc.bin, "status"]
                 dout = c.run(dcmd, dd, dvc.env()).stdout
                 if "up to date" not in dout:
                     c.say(f"  WARNING: dvc status is not clean in {dd}:\n{dout[-600:]}")
                 c.say(f"[plan] dvc status, {shape} {n}")
-                dst = c.measure(dcmd, dd, dvc.env(), args.repeat)
+                dst = c.measure(dcmd, dd, dvc.env(), args.repeat, budget=args.dvc_budget)
                 res[("dvc", shape, n)] = dst
                 dvc_cell, dvc_cpu = c.fmt_s(dst.median), c.fmt_s(dst.cpu)
                 ratio_cell = f"{c.ratio(dst.median, st.median)} ({c.ratio(dst.cpu, st.cpu)})"
                 cmds.append(c.cmdline(dcmd, dd))
                 if dsetup:
-                    setup_rows.append([shape, f"{n:,}", "dvc: outputs + `dvc commit --force`", c.fmt_s(dsetup.wall)])
+                    setup_rows.append([shape, f"{n:,}", "dvc: outputs, cache and dvc.lock written directly", c.fmt_s(dsetup.wall)])
+            elif dvc.ok:
+                dvc_cell = "not run (--dvc-max)"
             if setup:
                 setup_rows.append([shape, f"{n:,}", "mlspec apply --auto-approve (first run)", c.fmt_s(setup.wall)])
             target = TARGETS.get(n)
@@ -146,11 +150,23 @@ def main() -> int:
             cell = (f"{c.fmt_ms((sb.median - sa.median) / (b - a), 3)} "
                     f"({c.fmt_ms((sb.cpu - sa.cpu) / (b - a), 3)})")
             dcell = "—"
-            if ("dvc", shape, a) in res:
+            if ("dvc", shape, a) in res and ("dvc", shape, b) in res:
                 da, db = res[("dvc", shape, a)], res[("dvc", shape, b)]
                 dcell = f"{c.fmt_ms((db.median - da.median) / (b - a), 3)} ({c.fmt_ms((db.cpu - da.cpu) / (b - a), 3)})"
             lin.append([shape, f"{a:,} -> {b:,}", cell, dcell])
     print(c.table(["shape", "sizes", "mlspec per added step", "DVC per added step"], lin))
+    import math
+
+    for shape in ("chain", "fanout"):
+        have = sorted(n for (t, s_, n) in [k for k in res if k[0] == "dvc"] if s_ == shape)
+        if dvc.ok and len(have) >= 2 and have[-1] < sizes[-1]:
+            a, b = have[-2], have[-1]
+            ta, tb = res[("dvc", shape, a)].cpu, res[("dvc", shape, b)].cpu
+            k = math.log(tb / ta) / math.log(b / a)
+            est = tb * (sizes[-1] / b) ** k
+            print(f"\n`dvc status` on the {shape} was not run above {b:,} stages (--dvc-max); its CPU time grows "
+                  f"as n^{k:.2f} between {a:,} and {b:,}, which extrapolates to about {est / 60:.0f} min at "
+                  f"{sizes[-1]:,}.")
     print("\nRe-plan over unchanged data (after the timed runs): data bytes read by an in-process "
           "`Project.open(d).plan()` (HashCache.bytes_read) and whether `.mlspec/cache/hashes.json` was rewritten "
           "by a CLI re-plan or by the in-process one\n")

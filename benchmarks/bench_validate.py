@@ -57,7 +57,7 @@ def main() -> int:
             dd = c.write_dvc_project(root / f"dvc-{n}", "chain", n, dvc)
             dcmd = [dvc.bin, "stage", "list"]
             c.say(f"[validate] dvc stage list, {n} stages")
-            dst = c.measure(dcmd, dd, dvc.env(), repeat)
+            dst = c.measure(dcmd, dd, dvc.env(), repeat, budget=45)
             dvc_cell, dvc_cpu = c.fmt_s(dst.median), c.fmt_s(dst.cpu)
             ratio_cell = f"{c.ratio(dst.median, st.median)} ({c.ratio(dst.cpu, st.cpu)})"
             cmds.append(c.cmdline(dcmd, dd))

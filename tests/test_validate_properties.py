@@ -142,23 +142,46 @@ def check_json(code: int, out: str, err: str, ctx: str) -> list[dict]:
     return diags
 
 
-def check_all(proj: Path, ctx: str, overrides=(), *, both: bool = True) -> list[Diagnostic]:
-    """Run validate in text and JSON form and directly; they must agree."""
-    diags = direct(proj, overrides)
+@contextlib.contextmanager
+def compose_mode(mode: str):
+    """MLSPEC_COMPOSE=hydra forces Hydra; otherwise simple specs are composed without it (same result)."""
+    old = os.environ.get("MLSPEC_COMPOSE")
+    if mode == "hydra":
+        os.environ["MLSPEC_COMPOSE"] = "hydra"
+    else:
+        os.environ.pop("MLSPEC_COMPOSE", None)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MLSPEC_COMPOSE", None)
+        else:
+            os.environ["MLSPEC_COMPOSE"] = old
+
+
+def check_all(proj: Path, ctx: str, overrides=(), fmt: str = "json", mode: str = "auto") -> list[Diagnostic]:
+    """Validate directly and through the CLI (text or JSON output); they must agree."""
+    with compose_mode(mode):
+        diags = direct(proj, overrides)
+        code, out, err = run_main(proj, overrides, fmt)
+    ctx = f"[{fmt}, compose={mode}] {ctx}"
     for d in diags:
         assert d.file, d
         if d.file == "mlspec.yaml" and d.code not in ("compose-error", "not-utf8"):
             assert d.line >= 1, f"no line for {d}\n--- input ---\n{ctx}"
-    code, out, err = run_main(proj, overrides, "json")
-    got = check_json(code, out, err, ctx)
-    assert got == [d.to_dict() for d in diags], f"CLI and direct validation disagree\n--- input ---\n{ctx}"
-    if both:
-        code, out, err = run_main(proj, overrides, "text")
+    if fmt == "json":
+        got = check_json(code, out, err, ctx)
+        assert got == [d.to_dict() for d in diags], f"CLI and direct validation disagree\n--- input ---\n{ctx}"
+    else:
         check_text(code, out, err, ctx)
-        assert (code == 1) == bool(diags)
+        assert (code == 1) == bool(diags), f"{out}{err}\n--- input ---\n{ctx}"
         if diags:
-            assert err.splitlines()[:len(diags)] == [d.render() for d in diags]
+            assert err.splitlines()[:len(diags)] == [d.render() for d in diags], ctx
     return diags
+
+
+fmts = st.sampled_from(["text", "json"])
+modes = st.sampled_from(["auto", "auto", "hydra"])
 
 
 # ------------------------------------------------------------------------------------------ strategies
@@ -353,16 +376,18 @@ def test_repeated_compose_in_one_process(proj):
         assert run_main(proj, ov)[0] == 0
 
 
-def test_docs_example_is_valid(proj):
+@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize("mode", ["auto", "hydra"])
+def test_docs_example_is_valid(proj, fmt, mode):
     _write(proj, DOCS_EXAMPLE)
-    assert check_all(proj, DOCS_EXAMPLE) == []
+    assert check_all(proj, DOCS_EXAMPLE, (), fmt, mode) == []
 
 
 @settings(max_examples=_n(400), **SETTINGS)
-@given(text=st.one_of(st.text(max_size=200), yamlish))
-def test_random_text(proj, text):
+@given(text=st.one_of(st.text(max_size=200), yamlish), fmt=fmts, mode=modes)
+def test_random_text(proj, text, fmt, mode):
     _write(proj, text)
-    check_all(proj, text)
+    check_all(proj, text, (), fmt, mode)
 
 
 @settings(max_examples=_n(150), **SETTINGS)
@@ -375,35 +400,32 @@ def test_random_bytes(proj, data):
 
 @settings(max_examples=_n(400), **SETTINGS)
 @given(top=st.dictionaries(keys, structures, max_size=8),
-       project=st.one_of(st.none(), st.sampled_from(["churn", "Churn", "", "a b"]), scalars))
-def test_random_structures(proj, top, project):
+       project=st.one_of(st.none(), st.sampled_from(["churn", "Churn", "", "a b"]), scalars), fmt=fmts, mode=modes)
+def test_random_structures(proj, top, project, fmt, mode):
     if project is not None:
         top = {"project": project, **top}
     text = yaml.safe_dump(top, sort_keys=False, allow_unicode=True)
     _write(proj, text)
-    check_all(proj, text, both=False)
-    check_text(*run_main(proj), text)
+    check_all(proj, text, (), fmt, mode)
 
 
 @settings(max_examples=_n(700), **SETTINGS)
-@given(mutation=mutated_example(), overrides=st.lists(override_strings, max_size=2))
-def test_mutated_docs_example(proj, mutation, overrides):
+@given(mutation=mutated_example(), overrides=st.lists(override_strings, max_size=2), fmt=fmts, mode=modes)
+def test_mutated_docs_example(proj, mutation, overrides, fmt, mode):
     spec, ops = mutation
     text = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
     _write(proj, text)
     ctx = f"ops={ops} overrides={overrides}\n{text}"
-    diags = check_all(proj, ctx, overrides, both=False)
-    code, out, err = run_main(proj, overrides)
-    check_text(code, out, err, ctx)
+    diags = check_all(proj, ctx, overrides, fmt, mode)
     if ops == ["cycle"] and not overrides and spec["steps"]["prepare"]["inputs"].get("loop") == "step.train.model":
         assert any(d.code == "cycle" for d in diags), diags
 
 
 @settings(max_examples=_n(300), **SETTINGS)
-@given(overrides=st.lists(override_strings, min_size=1, max_size=3))
-def test_random_overrides(proj, overrides):
+@given(overrides=st.lists(override_strings, min_size=1, max_size=3), fmt=fmts, mode=modes)
+def test_random_overrides(proj, overrides, fmt, mode):
     _write(proj, DOCS_EXAMPLE)
-    check_all(proj, f"overrides={overrides}", overrides)
+    check_all(proj, f"overrides={overrides}", overrides, fmt, mode)
 
 
 @settings(max_examples=_n(100), **SETTINGS)
@@ -417,7 +439,7 @@ def test_cycles_are_reported_with_every_step(proj, names):
         spec["steps"][name] = {"run": f"pkg.mod:{name}", "inputs": {"x": f"step.{nxt}.out"}, "outputs": ["out"]}
     text = yaml.safe_dump(spec, sort_keys=False)
     _write(proj, text)
-    diags = check_all(proj, text, both=False)
+    diags = check_all(proj, text)
     cycles = [d for d in diags if d.code == "cycle"]
     assert len(cycles) == 1 and len(diags) == 1, diags
     for name in names:
@@ -440,7 +462,7 @@ def test_unknown_keys_are_reported_where_they_are(proj, where, word):
     target[word] = "x"
     text = yaml.safe_dump(spec, sort_keys=False)
     _write(proj, text)
-    diags = check_all(proj, text, both=False)
+    diags = check_all(proj, text)
     path = ".".join(where + (word,))
     hits = [d for d in diags if d.path == path]
     assert any(d.code in ("unknown-key", "bad-name") for d in hits) or \

@@ -1,6 +1,6 @@
 """The Ray backend: every step is one Ray task; mlspec stays the driver and the scheduler.
 
-Where the cluster is comes from ``address`` (see :func:`resolve_address`): ``""`` starts a private local
+Where the cluster is comes from ``address`` (see :func:`mlspec_ray.addresses.resolve_address`): ``""`` starts a private local
 cluster for the apply, ``"auto"`` joins the one on this machine, ``"host:port"`` and ``"ray://host:port"``
 join a running one. Nothing talks to Ray before a TCP probe with ``connect_timeout`` has succeeded,
 because ``ray.init`` towards a dead or wrong address never returns; ``ray.init`` itself also runs under a
@@ -14,10 +14,10 @@ executor's job. Timeouts are enforced here, on the driver: a watcher thread forc
 (``ray.cancel(force=True)`` kills its worker process and the worker's children) and the future resolves
 as TIMED_OUT; :meth:`RayBackend.cancel_all` does the same for every running task.
 
-Warm workers run many tasks, so the worker drops the project's modules from ``sys.modules`` after each
-task: the next task imports the code as it is on disk now, never a stale copy.
+Warm workers run many tasks; the runner re-imports the project's modules when their files changed, so a
+task never runs a stale copy of the code (the conformance suite checks it).
 
-Only the functions nested in :func:`_worker_functions` run on the cluster; they are shipped by value, so
+Only the functions of :mod:`mlspec_ray.worker` run on the cluster; they are shipped by value, so
 the cluster needs ``mlspec`` (for the runner) but not this package. ``ray`` is imported only inside
 methods: mlspec loads this class on every command, and ``import ray`` costs about 0.4 s.
 """
@@ -28,145 +28,30 @@ import json
 import logging
 import os
 import shutil
-import socket
+import signal
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 from importlib import metadata, resources
 from typing import Mapping
 
 from mlspec.backends.api import Backend, Requirement, Task, TaskResult, TaskStatus
-
-try:  # mlspec >= the release that added it: a user error (exit 1), not a crash
-    from mlspec.backends.api import BackendError
-except ImportError:  # pragma: no cover - older mlspec
-    class BackendError(RuntimeError):
-        def __init__(self, message: str, *, hint: str = ""):
-            super().__init__(message)
-            self.message, self.hint = message, hint
+from mlspec_ray.addresses import Target, on_this_machine, probe, resolve_address
+from mlspec_ray.checks import group_by_step, resource_issues
+from mlspec_ray.errors import BackendError, one_line
+from mlspec_ray.worker import worker_functions
 
 SETTINGS_SCHEMA = json.loads(resources.files("mlspec_ray").joinpath("settings.schema.json").read_text("utf-8"))
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 INIT_TIMEOUT = 60.0  # ray.init after the TCP probe succeeded (a cluster answers in about a second)
-PRIVATE_INIT_TIMEOUT = 180.0  # starting a private local cluster (about 5 s here)
 STOP_GRACE = 10.0  # a force-cancelled task that has not reported back by then is resolved anyway
 IMPORT_CHECK_TIMEOUT = 120.0  # preflight's import check (a runtime_env with pip may install first)
 CAPACITY_TTL = 5.0  # seconds to reuse ray.cluster_resources() for capacity()
 LOG_LIMIT = 8 << 20  # keep at most the last 8 MiB of a step's log
-LOCAL_NAMES = {"", "localhost", "localhost.localdomain", "ip6-localhost", "::1", "0.0.0.0"}
 DEFAULT_EXCLUDES = [".mlspec/", ".git/", "__pycache__/"]
 
 logger = logging.getLogger(__name__)
-
-
-# --- where the cluster is ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Target:
-    """A resolved ``address`` setting."""
-
-    kind: str  # "private" (start one), "gcs" (host:port), "client" (ray://host:port)
-    init_address: str  # what ray.init receives
-    host: str = ""
-    port: int = 0
-    setting: str = ""  # the address as the user wrote it
-
-    @property
-    def label(self) -> str:
-        if self.kind == "private":
-            return "a private local cluster"
-        return f"ray://{self.host}:{self.port}" if self.kind == "client" else f"{self.host}:{self.port}"
-
-
-def _split_host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise BackendError(f"backend.address {text!r} is not host:port",
-                           hint='use "" (private local cluster), "auto", "host:port" or "ray://host:port"')
-    return host.strip("[]"), int(port)
-
-
-def bootstrap_address_file() -> str:
-    """The file where `ray start --head` records the address of the cluster it started on this machine."""
-    try:
-        from ray._common.utils import get_ray_address_file  # Ray's own answer, when it exists
-
-        return get_ray_address_file(None)
-    except Exception:  # noqa: BLE001 - private API: fall back to where Ray puts it
-        base = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
-        return os.path.join(base, "ray", "ray_current_cluster")
-
-
-def resolve_address(setting: str) -> Target:
-    """Turn the ``address`` setting into a :class:`Target` (reading RAY_ADDRESS and Ray's file for "auto")."""
-    text = (setting or "").strip()
-    if text in ("", "local"):
-        return Target("private", "local", setting=text)
-    if text == "auto":
-        env = os.environ.get("RAY_ADDRESS", "").strip()
-        found, where = (env, "RAY_ADDRESS") if env and env != "auto" else ("", "")
-        if not found:
-            path = bootstrap_address_file()
-            try:
-                with open(path, encoding="utf-8") as fh:
-                    found, where = fh.read().strip(), path
-            except OSError:
-                found = ""
-        if not found:
-            raise BackendError(f'backend.address is "auto" but no Ray cluster is recorded on this machine '
-                               f"(RAY_ADDRESS is unset and {bootstrap_address_file()} does not exist)",
-                               hint="start one (`ray start --head`) or set backend.address=HOST:PORT")
-        target = resolve_address(found)
-        if target.kind == "private":
-            raise BackendError(f"{where} says {found!r}, which is not a cluster address")
-        return Target(target.kind, target.init_address, target.host, target.port, setting=text)
-    if text.startswith("ray://"):
-        host, port = _split_host_port(text[len("ray://"):])
-        return Target("client", f"ray://{host}:{port}", host, port, setting=text)
-    host, port = _split_host_port(text)
-    return Target("gcs", f"{host}:{port}", host, port, setting=text)
-
-
-def _local_addresses() -> set:
-    names = set(LOCAL_NAMES)
-    try:
-        hostname = socket.gethostname()
-        names |= {hostname.lower(), socket.getfqdn().lower()}
-        names |= set(socket.gethostbyname_ex(hostname)[2])
-    except OSError:
-        pass
-    try:  # the address this machine uses outbound (no packet is sent by a UDP connect)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("10.254.254.254", 1))
-            names.add(s.getsockname()[0])
-    except OSError:
-        pass
-    return names
-
-
-def on_this_machine(target: Target) -> bool:
-    if target.kind == "private":
-        return True
-    host = target.host.lower()
-    return host.startswith("127.") or host in _local_addresses()
-
-
-def probe(host: str, port: int, timeout: float) -> str:
-    """'' when host:port accepts a TCP connection within ``timeout`` seconds, else why not (one line)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return ""
-    except socket.timeout:
-        why = "no answer"
-    except ConnectionRefusedError:
-        why = "connection refused"
-    except socket.gaierror as exc:
-        why = f"unknown host: {exc.strerror or exc}"
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-    return (f"cannot reach the Ray cluster at {host}:{port} within {timeout:g}s ({why}): start it "
-            "(`ray start --head`) or fix backend.address")
 
 
 def ray_version() -> str:
@@ -176,127 +61,6 @@ def ray_version() -> str:
         return "not installed"
 
 
-# --- what runs on the cluster --------------------------------------------------------------------------
-def _worker_functions():
-    """The two functions that run in Ray workers, nested so that Ray ships them by value (see module doc)."""
-
-    def _remap(payload):
-        """With a runtime_env working_dir, the project lives in the worker's cwd, not at the driver's path."""
-        import os
-
-        project_dir = payload["project_dir"]
-        if os.path.isdir(project_dir):
-            return payload
-        here = os.getcwd()
-        payload = dict(payload)
-        payload["project_dir"] = here
-        payload["code_paths"] = [here + p[len(project_dir):] if p.startswith(project_dir) else p
-                                 for p in payload.get("code_paths") or []]
-        return payload
-
-    def _forget_project_modules(before, code_paths):
-        """Drop the modules imported from the project, so that the next task imports the current code."""
-        import importlib
-        import os
-        import sys
-
-        roots = tuple(p.rstrip(os.sep) + os.sep for p in code_paths)
-        if not roots:
-            return
-        for name in set(sys.modules) - before:
-            mod = sys.modules.get(name)
-            where = [getattr(mod, "__file__", None) or ""] + list(getattr(mod, "__path__", None) or [])
-            if any(w.startswith(roots) for w in where if isinstance(w, str)):
-                del sys.modules[name]
-        importlib.invalidate_caches()
-
-    def run_step(payload, log_limit):
-        import os
-        import shutil
-        import sys
-        import tempfile
-        import threading
-
-        from mlspec.runner import execute
-
-        payload = _remap(payload)
-        workdir = tempfile.mkdtemp(prefix="mlspec-ray-")
-        log_path = os.path.join(workdir, "log.txt")
-        env = {k: str(v) for k, v in (payload.get("env") or {}).items()}
-        saved_env = {k: os.environ.get(k) for k in env}
-        before = set(sys.modules)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001
-                pass
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        saved_fds = (os.dup(1), os.dup(2))
-        saved_streams = (sys.stdout, sys.stderr)
-        try:
-            os.environ.update(env)
-            os.dup2(log_fd, 1)
-            os.dup2(log_fd, 2)
-            sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
-            sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
-            result = execute(payload, os.path.join(workdir, "task"))
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:  # noqa: BLE001
-                    pass
-            sys.stdout, sys.stderr = saved_streams
-            os.dup2(saved_fds[0], 1)
-            os.dup2(saved_fds[1], 2)
-            for fd in (*saved_fds, log_fd):
-                os.close(fd)
-            for k, v in saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            _forget_project_modules(before, payload.get("code_paths") or [])
-        try:
-            with open(log_path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size > log_limit:
-                    fh.seek(size - log_limit)
-                log = fh.read().decode("utf-8", "replace")
-        finally:
-            # off the task's critical path: removing directories costs ~2 ms each on some file systems
-            threading.Thread(target=shutil.rmtree, args=(workdir, True), daemon=True).start()
-        return result, log
-
-    def check_imports(modules, payload):
-        """Import each module with the project's code paths first on sys.path; {module: error} for failures."""
-        import importlib
-        import platform
-        import sys
-
-        payload = _remap(payload)
-        problems = {}
-        try:
-            import mlspec.runner  # noqa: F401 - the runner must exist where steps run
-        except Exception as exc:  # noqa: BLE001
-            problems["mlspec"] = f"{type(exc).__name__}: {exc}"
-        before, old_path = set(sys.modules), list(sys.path)
-        sys.path[:0] = [p for p in payload.get("code_paths") or [] if p not in sys.path]
-        try:
-            for name in modules:
-                try:
-                    importlib.import_module(name)
-                except BaseException as exc:  # noqa: BLE001 - user code may raise anything at import
-                    problems[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        finally:
-            sys.path[:] = old_path
-            _forget_project_modules(before, payload.get("code_paths") or [])
-        return {"problems": problems, "python": platform.python_version()}
-
-    return run_step, check_imports
-
-
-# --- the backend ---------------------------------------------------------------------------------------
 class _Running:
     __slots__ = ("task", "ref", "future", "deadline", "reason", "stopped_at")
 
@@ -314,6 +78,8 @@ class RayBackend(Backend):
     settings_schema = SETTINGS_SCHEMA
     #: set when a ray.init was abandoned: Ray's state in this process is then unusable
     _hung_init: str = ""
+    #: Ray connects a process to one cluster: which one, and how many backends use the connection we made
+    _session: dict = {"label": "", "users": 0}
 
     def __init__(self, settings: Mapping, context):
         super().__init__(settings, context)
@@ -321,7 +87,7 @@ class RayBackend(Backend):
         self._running: dict[str, _Running] = {}
         self._target: Target | None = None
         self._started = False
-        self._owns_ray = False
+        self._connected = False  # this backend holds a reference on the Ray connection (see _session)
         self._closing = False
         self._remote = None
         self._watcher: threading.Thread | None = None
@@ -368,16 +134,23 @@ class RayBackend(Backend):
                 raise BackendError(why)
 
     def _connect(self, target: Target) -> bool:
-        """ray.init under a deadline; True when this call initialised Ray (and so must shut it down)."""
-        # Ray's C++ core logs every failed reconnect to stderr; mlspec reports the failure itself
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+        """Connect this process to the cluster (ray.init under a deadline), or share the connection that
+        another Ray backend made to the same cluster; True when this backend holds a reference on it."""
         import ray
 
         if RayBackend._hung_init:
             raise BackendError(f"an earlier ray.init (towards {RayBackend._hung_init}) is still running in this "
                                "process; Ray cannot connect again until it ends", hint="run mlspec again")
+        session = RayBackend._session
         if ray.is_initialized():
-            return False
+            if not session["users"]:
+                return False  # connected by someone else (a notebook, a test): use it, never shut it down
+            if session["label"] != target.label:
+                raise BackendError(f"Ray connects one process to one cluster, and this one is connected to "
+                                   f"{session['label']}: cannot also use {target.label}",
+                                   hint="give the steps of both Ray backends one address")
+            session["users"] += 1
+            return True
         kwargs = dict(address=target.init_address, namespace=self.settings.get("namespace") or "mlspec",
                       runtime_env=self.runtime_env(target), log_to_driver=False, ignore_reinit_error=True,
                       logging_level=logging.WARNING)
@@ -392,41 +165,62 @@ class RayBackend(Backend):
             except BaseException as exc:  # noqa: BLE001 - reported below
                 outcome["error"] = exc
 
-        # In a helper thread: ray.init cannot be interrupted when it hangs (a port that is open but is not
-        # a Ray GCS, or token authentication on one side only), and off the main thread it leaves
-        # mlspec's SIGTERM handler alone.
         quiet = logging.getLogger("ray._private.worker")
         level = quiet.level
         quiet.setLevel(logging.ERROR)
+        # ray.init replaces the handlers of SIGTERM (in Python when called on the main thread, and in C++:
+        # Ray's core installs a crash handler that dumps and kills the process): put mlspec's back after it,
+        # so that SIGTERM still means "cancel the running steps and save what finished".
+        main = threading.current_thread() is threading.main_thread()
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
         try:
-            t = threading.Thread(target=init, name="mlspec-ray-init", daemon=True)
-            t.start()
-            timeout = PRIVATE_INIT_TIMEOUT if target.kind == "private" else INIT_TIMEOUT
-            t.join(timeout)
+            if target.kind == "private":
+                # In this thread: a private cluster started from a helper thread leaves a GCS client behind
+                # after ray.shutdown() that ends the process a minute later; starting one cannot hang.
+                init()
+            else:
+                # In a helper thread: ray.init cannot be interrupted when it hangs (a port that is open but
+                # is not a Ray GCS, or token authentication on one side only).
+                t = threading.Thread(target=init, name="mlspec-ray-init", daemon=True)
+                t.start()
+                t.join(INIT_TIMEOUT)
+                if t.is_alive():
+                    RayBackend._hung_init = f"{target.label} since {time.strftime('%H:%M:%S')}"
+                    hint = ("check that the port is the cluster's GCS port (`ray status` on the head shows it) "
+                            "and that RAY_AUTH_MODE is the same here and on the cluster")
+                    raise BackendError(f"the Ray cluster at {target.label} accepted a connection but did not "
+                                       f"complete ray.init within {INIT_TIMEOUT:g}s", hint=hint)
         finally:
             quiet.setLevel(level)
-        if t.is_alive():
-            RayBackend._hung_init = f"{target.label} since {time.strftime('%H:%M:%S')}"
-            hint = ("check that the port is the cluster's GCS port (`ray status` on the head shows it) and that "
-                    "RAY_AUTH_MODE is the same here and on the cluster")
-            raise BackendError(f"the Ray cluster at {target.label} accepted a connection but did not complete "
-                               f"ray.init within {timeout:g}s", hint=hint)
+            for signum, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
         if "error" in outcome:
             exc = outcome["error"]
             first = (str(exc).strip().splitlines() or [""])[0]
             raise BackendError(f"cannot connect to the Ray cluster at {target.label}: {type(exc).__name__}: {first}",
                                hint="see the troubleshooting section of backends/ray/README.md")
+        session.update(label=target.label, users=1)
         return True
+
+    def _disconnect(self) -> None:
+        session = RayBackend._session
+        session["users"] = max(session["users"] - 1, 0)
+        if session["users"] == 0:
+            import ray
+
+            session["label"] = ""
+            ray.shutdown()
 
     def start(self) -> None:
         if self._started:
             return
         target = self.target()
         self._reachable(target)
-        self._owns_ray = self._connect(target)
+        self._connected = self._connect(target)
         import ray
 
-        run_step, _ = _worker_functions()
+        run_step, _ = worker_functions()
         self._remote = ray.remote(max_retries=0)(run_step)
         self._closing = False
         self._watcher = threading.Thread(target=self._watch, name="mlspec-ray-watch", daemon=True)
@@ -445,11 +239,9 @@ class RayBackend(Backend):
             self._lock.notify_all()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
-        if self._owns_ray:
-            import ray
-
-            ray.shutdown()
-        self._started = self._owns_ray = False
+        if self._connected:
+            self._disconnect()
+        self._started = self._connected = False
         self._remote = self._watcher = None
         self._capacity = None
 
@@ -483,7 +275,13 @@ class RayBackend(Backend):
         future.set_running_or_notify_cancel()
         deadline = time.monotonic() + float(task.timeout) if task.timeout else None
         entry = _Running(task, future, deadline)
-        ref = self._remote.options(**self.task_options(task)).remote(dict(task.payload), LOG_LIMIT)
+        try:
+            ref = self._remote.options(**self.task_options(task)).remote(dict(task.payload), LOG_LIMIT)
+        except Exception as exc:  # noqa: BLE001 - e.g. options Ray refuses: the step fails, mlspec goes on
+            first = (str(exc).strip().splitlines() or [""])[0]
+            future.set_result(TaskResult(TaskStatus.FAILED, error=f"Ray refused the task: {type(exc).__name__}: "
+                                                                  f"{first}"))
+            return future
         entry.ref = ref
         with self._lock:
             self._running[task.id] = entry
@@ -602,7 +400,7 @@ class RayBackend(Backend):
             target = self.target()
             self._reachable(target)
         except BackendError as exc:
-            return [exc.message]
+            return [one_line(exc)]
         problems = []
         url = self.context.artifacts_url
         if ("://" not in url or url.startswith("file://")) and not on_this_machine(target):
@@ -614,7 +412,7 @@ class RayBackend(Backend):
         try:
             self.start()
         except BackendError as exc:
-            return problems + [exc.message]
+            return problems + [one_line(exc)]
         try:
             problems += self._preflight_cluster(target, requirements)
         finally:
@@ -629,8 +427,8 @@ class RayBackend(Backend):
         where = f"the Ray cluster at {target.label}"
         issues = []
         for r in requirements:
-            issues += [(r.address, text) for text in _resource_issues(r.resources, nodes, where)]
-        problems = _group(issues)
+            issues += [(r.address, text) for text in resource_issues(r.resources, nodes, where)]
+        problems = group_by_step(issues)
         modules = sorted({r.module for r in requirements if r.module})
         problems += self._check_imports(modules, where)
         return problems
@@ -638,7 +436,7 @@ class RayBackend(Backend):
     def _check_imports(self, modules: list, where: str) -> list[str]:
         import ray
 
-        _, check_imports = _worker_functions()
+        _, check_imports = worker_functions()
         payload = {"project_dir": str(self.context.project_dir),
                    "code_paths": list(self.context.code_paths or (str(self.context.project_dir),))}
         ref = ray.remote(num_cpus=0, max_retries=0)(check_imports).remote(modules, payload)
@@ -676,8 +474,8 @@ class RayBackend(Backend):
         where = f"the private local Ray cluster ({cpus} CPUs)"
         issues = []
         for r in requirements:
-            issues += [(r.address, text) for text in _resource_issues(r.resources, [node], where)]
-        problems = _group(issues)
+            issues += [(r.address, text) for text in resource_issues(r.resources, [node], where)]
+        problems = group_by_step(issues)
         old_path = list(sys.path)
         sys.path[:0] = [p for p in self.context.code_paths if p not in sys.path]
         try:
@@ -715,47 +513,3 @@ class RayBackend(Backend):
         finally:
             if started_here:
                 self.close()
-
-
-def _plural(n: float, word: str) -> str:
-    return f"{n:g} {word}{'' if n == 1 else 's'}"
-
-
-def _resource_issues(resources: Mapping, nodes: list, where: str) -> list[str]:
-    """Why no node of the cluster can run a task with these resources (an empty list when one can)."""
-    def most(key):
-        return max((float(n.get(key, 0)) for n in nodes), default=0.0)
-
-    out = []
-    cpus, gpus = float(resources.get("cpus") or 1), float(resources.get("gpus") or 0)
-    if cpus > most("CPU"):
-        out.append(f"asks for {_plural(cpus, 'CPU')}; the largest node of {where} has {most('CPU'):g}")
-    if gpus > 0:
-        if most("GPU") == 0:
-            out.append(f"asks for {_plural(gpus, 'GPU')}; {where} has none")
-        elif gpus > most("GPU"):
-            out.append(f"asks for {_plural(gpus, 'GPU')}; the largest node of {where} has {most('GPU'):g}")
-    mem = resources.get("memory")
-    if mem and "memory" in (nodes[0] if nodes else {}) and float(mem) > most("memory"):
-        out.append(f"asks for {float(mem) / 2**30:.1f} GiB of memory; the largest node of {where} has "
-                   f"{most('memory') / 2**30:.1f} GiB")
-    for name, amount in sorted((resources.get("custom") or {}).items()):
-        have = most(name)
-        if have == 0:
-            out.append(f"asks for custom resource '{name}' ({float(amount):g}); {where} has none")
-        elif float(amount) > have:
-            out.append(f"asks for custom resource '{name}' ({float(amount):g}); the largest node of {where} "
-                       f"has {have:g}")
-    return out
-
-
-def _group(issues: list) -> list[str]:
-    """One message per step and problem: matrix instances with the same problem are named once."""
-    by_key: dict = {}
-    for address, text in issues:
-        by_key.setdefault((address.split("[", 1)[0], text), []).append(address)
-    out = []
-    for (base, text), addrs in by_key.items():
-        who = addrs[0] if len(addrs) == 1 else f"{base} ({len(addrs)} instances)"
-        out.append(f"{who} {text}")
-    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -37,9 +38,18 @@ def evaluate(model: dict, clean: pd.DataFrame):
 
 
 def nap(seconds: float = 1.0, i: int = 0):
-    started = time.time()
     time.sleep(seconds)
     return {"out": {"i": i, "slept": seconds}}
+
+
+def hang(pid_file: str, seconds: float = 120.0):
+    import os
+
+    with open(pid_file + ".tmp", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.replace(pid_file + ".tmp", pid_file)
+    time.sleep(seconds)
+    return {"out": {}}
 '''
 
 SPEC = """
@@ -253,3 +263,57 @@ def test_auto_address_without_a_recorded_cluster_says_so(tmp_path, address):
                         f"backend.address={address}"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, show(r)
     assert 'backend.address is "auto" but no Ray cluster is recorded on this machine' in r.stderr, show(r)
+
+
+def test_sigterm_during_apply_cancels_the_ray_task(tmp_path, ray_cluster):
+    pid_file = tmp_path / "hang.pid"
+    spec = f"""
+project: hang
+steps:
+  hang:
+    run: rayproj.steps:hang
+    outputs: [out]
+    params: {{pid_file: {str(pid_file)!r}}}
+"""
+    project = make_project(tmp_path / "h", spec)
+    env = dict(os.environ, NO_COLOR="1", RAY_AUTH_MODE="disabled", HOME=str(project.parent / "home"))
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "mlspec", "-C", str(project), "apply", "--auto-approve",
+                             *ray_overrides(ray_cluster)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert pid_file.exists(), proc.communicate(timeout=30)
+        worker = int(pid_file.read_text())
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # what CI runners send: mlspec treats it as Ctrl-C
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, f"exit {proc.returncode}\n{out}\n{err}"
+    assert "Interrupted" in err and "Resume with:" in err, err
+    assert took < 15
+    from mlspec.testing import process_alive, wait_until
+
+    assert wait_until(lambda: not process_alive(worker), 10), f"the step's Ray worker {worker} is still running"
+
+
+def test_private_cluster_by_default(tmp_path):
+    """`backend=ray` with RAY_ADDRESS unset starts a private local cluster for the apply and stops it."""
+    project = make_project(tmp_path / "p", SPEC)
+    r = cli(project, "apply", "--auto-approve", "backend=ray", "++backend.num_cpus=1",
+            "++backend.object_store_memory=100000000")
+    assert r.returncode == 0, show(r)
+    assert "Apply complete: 7 ran" in r.stdout, show(r)
+    assert "Traceback" not in r.stderr
+
+
+def test_malformed_address_is_one_clear_line(tmp_path):
+    project = make_project(tmp_path / "x", SPEC)
+    r = cli(project, "plan", "backend=ray", "backend.address=nohost")
+    assert r.returncode == 1, show(r)
+    assert """backend ray: backend.address 'nohost' is not an address: use "" (a private local cluster)""" in r.stderr

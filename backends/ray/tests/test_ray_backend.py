@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
+import mlspec_ray.addresses as addresses
 import mlspec_ray.backend as rb
 from mlspec.backends.api import BackendError, Context, Requirement, TaskStatus
 from mlspec.testing import make_task, result_of, write_project
@@ -44,7 +45,7 @@ def test_schema_is_valid_and_documents_every_setting():
                     object_store_memory=10**9, runtime_env={"working_dir": ".", "pip": ["pandas"],
                                                             "env_vars": {"A": "1"}})
     assert list(v.iter_errors(good)) == []
-    for bad in (settings("nohostport"), settings("", gpus=1), settings("", runtime_env={"conda": "x"}),
+    for bad in (settings(6379), settings("", gpus=1), settings("", runtime_env={"conda": "x"}),
                 settings("", connect_timeout=0), {"type": "local"}):
         assert list(v.iter_errors(bad)), bad
 
@@ -55,15 +56,16 @@ def test_resolve_address_forms(monkeypatch, tmp_path):
     assert (t.kind, t.init_address, t.host, t.port) == ("gcs", "10.1.2.3:6379", "10.1.2.3", 6379)
     t = resolve_address("ray://head:10001")
     assert (t.kind, t.init_address, t.label) == ("client", "ray://head:10001", "ray://head:10001")
-    with pytest.raises(BackendError):
-        resolve_address("head")
+    for bad in ("head", "head:port", "head:0", "http://head:80", "ray://head"):
+        with pytest.raises(BackendError, match="is not an address"):
+            resolve_address(bad)
     # auto: RAY_ADDRESS first, then the file `ray start` writes
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:7777")
     assert resolve_address("auto").init_address == "127.0.0.1:7777"
     monkeypatch.delenv("RAY_ADDRESS")
     recorded = tmp_path / "ray_current_cluster"
     recorded.write_text("127.0.0.1:8888\n")
-    monkeypatch.setattr(rb, "bootstrap_address_file", lambda: str(recorded))
+    monkeypatch.setattr(addresses, "bootstrap_address_file", lambda: str(recorded))
     assert resolve_address("auto").init_address == "127.0.0.1:8888"
     recorded.unlink()
     with pytest.raises(BackendError, match="no Ray cluster is recorded"):
@@ -71,10 +73,10 @@ def test_resolve_address_forms(monkeypatch, tmp_path):
 
 
 def test_on_this_machine():
-    assert rb.on_this_machine(resolve_address("127.0.0.1:1"))
-    assert rb.on_this_machine(resolve_address("localhost:1"))
-    assert rb.on_this_machine(resolve_address(""))
-    assert not rb.on_this_machine(resolve_address("203.0.113.9:6379"))
+    assert addresses.on_this_machine(resolve_address("127.0.0.1:1"))
+    assert addresses.on_this_machine(resolve_address("localhost:1"))
+    assert addresses.on_this_machine(resolve_address(""))
+    assert not addresses.on_this_machine(resolve_address("203.0.113.9:6379"))
 
 
 def test_runtime_env_ships_the_project_only_to_a_remote_cluster(ctx):
@@ -121,6 +123,7 @@ def test_open_port_that_is_not_ray_does_not_hang(tmp_path):
     project = write_project(tmp_path / "project")
     code = f"""
 import json, time
+import mlspec_ray.addresses as addresses
 import mlspec_ray.backend as rb
 from mlspec.backends.api import Context, Requirement
 rb.INIT_TIMEOUT = 3.0
@@ -243,3 +246,13 @@ def test_describe_reports_versions():
     info = RayBackend.describe()
     assert info["type"] == "ray" and info["package"] == "mlspec-ray" and info["ray"].count(".") >= 1
     json.dumps(info)
+
+
+def test_a_task_ray_refuses_is_a_failed_step(ctx, ray_cluster):
+    b = RayBackend(settings(ray_cluster.address), ctx)
+    b.start()
+    try:
+        res = result_of(b.submit(make_task(ctx, "ok", custom={"CPU": 1})))  # a predefined resource name
+        assert res.status is TaskStatus.FAILED and res.error.startswith("Ray refused the task"), res.error
+    finally:
+        b.close()
