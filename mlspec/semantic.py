@@ -100,7 +100,7 @@ class _Checker:
         table = {"dataset": self.datasets, "step": self.steps, "model": self.models,
                  "deployment": self.deployments, "monitor": self.monitors, "trigger": self.triggers}[a.kind]
         if a.name not in table:
-            known = sorted(table)
+            known = sorted(map(str, table))  # keys may be numbers too
             self.err(path, "dangling-reference", f"'{ref}' refers to {a.kind} '{a.name}', which is not declared"
                      + (did_you_mean(a.name, known) or (f" (declared: {', '.join(known)})" if known else "")))
             return None
@@ -137,7 +137,7 @@ class _Checker:
             return
         if name in self.backends or name in self.backend_types:
             return
-        choices = sorted(set(self.backends) | set(self.backend_types))
+        choices = sorted(set(map(str, self.backends)) | set(self.backend_types))
         self.err(path, "unknown-backend", f"unknown backend '{name}'{did_you_mean(name, choices)} "
                  f"(declare it under `backends:` or use an installed type: {', '.join(self.backend_types)})")
 
@@ -255,7 +255,7 @@ class _Checker:
                 if a and a.kind == "step" and a.name in coords and not a.selector:
                     inherited |= coords[a.name]
             own = set(_m(step.get("matrix")))
-            for k in sorted(own & inherited):
+            for k in sorted(own & inherited, key=str):
                 self.err(("steps", name, "matrix", k), "matrix-conflict",
                          f"matrix key '{k}' is already fanned out by an upstream step; rename it")
             coords[name] = own | inherited
@@ -308,7 +308,7 @@ class _Checker:
             if isinstance(ref, str) and "@" in ref:
                 model, _, tag = ref.partition("@")
                 if model not in self.models:
-                    known = sorted(self.models)
+                    known = sorted(map(str, self.models))
                     self.err(base + ("model",), "dangling-reference",
                              f"'{ref}' refers to model '{model}', which is not declared"
                              + (did_you_mean(model, known) or (f" (declared: {', '.join(known)})" if known else "")))
@@ -335,7 +335,7 @@ class _Checker:
             base = ("monitors", name)
             dep = mon.get("deployment")
             if isinstance(dep, str) and dep not in self.deployments:
-                known = sorted(self.deployments)
+                known = sorted(map(str, self.deployments))
                 self.err(base + ("deployment",), "dangling-reference",
                          f"deployment '{dep}' is not declared"
                          + (did_you_mean(dep, known) or (f" (declared: {', '.join(known)})" if known else "")))
@@ -361,7 +361,7 @@ class _Checker:
                 self.check_ref(base + ("dataset",), trig.get("dataset"), ("dataset",))
             mon = trig.get("monitor")
             if isinstance(mon, str) and mon not in self.monitors:
-                known = sorted(self.monitors)
+                known = sorted(map(str, self.monitors))
                 self.err(base + ("monitor",), "dangling-reference", f"monitor '{mon}' is not declared"
                          + (did_you_mean(mon, known) or (f" (declared: {', '.join(known)})" if known else "")))
             targets = trig.get("apply")
@@ -423,7 +423,7 @@ def _check_residency(self: "_Checker") -> None:
         label, loc = _location_of(self, st)
         for ds, path in sorted(mine.items()):
             allowed = [str(x) for x in restricted[ds]]
-            if loc not in allowed:
+            if allowed and loc not in allowed:  # an empty list is a schema error
                 self.err(("steps", n), "residency",
                          f"step.{n} would run on backend '{label}' (location '{loc}'), but it reads data derived from "
                          f"dataset.{ds}, which must stay in {', '.join(allowed)}: {' -> '.join(path)}; run it on a "
