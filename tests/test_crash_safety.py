@@ -73,6 +73,7 @@ def test_kill_9_at_random_moments_loses_nothing(project):
         reran = set(re.findall(r"done\s+(step\.\S+)", r.stdout))
         assert not (reran & finished_before), f"trial {trial}: re-ran finished steps {reran & finished_before}"
         assert len(_effective_state(project)["resources"]) == CHAIN
+        assert all(r["status"] != "running" for r in project.runs())  # a killed apply's record says crashed
     assert killed_mid_run >= trials // 2  # the kills really landed during applies
 
 

@@ -120,9 +120,10 @@ def run(args, console: Console) -> int:
 def _apply_locked(args, console, project: Project, bundle, overrides, run_id) -> int:
     store = project.store
     state = project.read_state()
-    if state.exists and store.journal_entries(state.lineage):
+    if store.journal_entries(state.lineage):
         state = store.write(state)  # recover what a crashed apply finished
         console.error(f"Recovered the steps an interrupted apply had finished (state serial {state.serial}).")
+    _close_crashed_runs(RunStore(project.runs_loc))
     targets = args.target
     replace = args.replace
     if bundle is not None:
@@ -161,6 +162,15 @@ def _apply_locked(args, console, project: Project, bundle, overrides, run_id) ->
             console.print("Apply cancelled; nothing was changed.")
             return EXIT_ERROR
     return _execute(args, console, project, plan, state, facts, instances, targets, replace, overrides, run_id)
+
+
+def _close_crashed_runs(runs: RunStore) -> None:
+    """Run records still 'running' belong to applies that died (we hold the lock now): say so."""
+    for rid in runs.ids()[-5:]:
+        rec = runs.read(rid)
+        if rec.get("status") == "running":
+            rec["status"] = "crashed"
+            runs.write(rec)
 
 
 def _stale_reason(plan: dict, state: State, new_state, project: Project) -> str:
