@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -132,13 +133,15 @@ def main(argv=None) -> int:
         backend.close()
         if cluster is not None:
             cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     import ray as _ray
 
     print(f"\nmlspec Ray backend overhead per step: N={args.n} trivial steps x {args.rounds} rounds, "
           f"Ray {_ray.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} cores, cluster of "
           f"{args.num_cpus if cluster else '?'} CPUs\n")
-    head = f"{'mode':<11} {'bare Ray ms/step':>17} {'mlspec ms/step':>15} {'difference ms':>14}  target <= {TARGET_MS:g} ms"
+    head = (f"{'mode':<11} {'bare Ray ms/step':>17} {'mlspec ms/step':>15} {'difference ms':>14}  "
+            f"target <= {TARGET_MS:g} ms")
     print(head)
     print("-" * len(head))
     ok = True

@@ -1,8 +1,8 @@
 """The Ray backend: every step is one Ray task; mlspec stays the driver and the scheduler.
 
-Where the cluster is comes from ``address`` (see :func:`mlspec_ray.addresses.resolve_address`): ``""`` starts a private local
-cluster for the apply, ``"auto"`` joins the one on this machine, ``"host:port"`` and ``"ray://host:port"``
-join a running one. Nothing talks to Ray before a TCP probe with ``connect_timeout`` has succeeded,
+Where the cluster is comes from ``address`` (:func:`mlspec_ray.addresses.resolve_address`): ``""`` starts
+a private local cluster for the apply, ``"auto"`` joins the one on this machine, ``"host:port"`` and
+``"ray://host:port"`` join a running one. Nothing talks to Ray before a TCP probe with ``connect_timeout`` has succeeded,
 because ``ray.init`` towards a dead or wrong address never returns; ``ray.init`` itself also runs under a
 deadline, in a helper thread.
 
@@ -181,15 +181,23 @@ class RayBackend(Backend):
             else:
                 # In a helper thread: ray.init cannot be interrupted when it hangs (a port that is open but
                 # is not a Ray GCS, or token authentication on one side only).
-                t = threading.Thread(target=init, name="mlspec-ray-init", daemon=True)
-                t.start()
-                t.join(INIT_TIMEOUT)
-                if t.is_alive():
-                    RayBackend._hung_init = f"{target.label} since {time.strftime('%H:%M:%S')}"
-                    hint = ("check that the port is the cluster's GCS port (`ray status` on the head shows it) "
-                            "and that RAY_AUTH_MODE is the same here and on the cluster")
-                    raise BackendError(f"the Ray cluster at {target.label} accepted a connection but did not "
-                                       f"complete ray.init within {INIT_TIMEOUT:g}s", hint=hint)
+                for attempt in (1, 2):
+                    outcome.clear()
+                    t = threading.Thread(target=init, name="mlspec-ray-init", daemon=True)
+                    t.start()
+                    t.join(INIT_TIMEOUT)
+                    if t.is_alive():
+                        RayBackend._hung_init = f"{target.label} since {time.strftime('%H:%M:%S')}"
+                        hint = ("check that the port is the cluster's GCS port (`ray status` on the head shows "
+                                "it) and that RAY_AUTH_MODE is the same here and on the cluster")
+                        raise BackendError(f"the Ray cluster at {target.label} accepted a connection but did not "
+                                           f"complete ray.init within {INIT_TIMEOUT:g}s", hint=hint)
+                    # The Ray Client server sometimes fails to start the server of one client
+                    # ("Initialization failure from server", after ~40 s); a second try connects.
+                    if not (target.kind == "client" and isinstance(outcome.get("error"), ConnectionAbortedError)):
+                        break
+                    logger.warning("Ray Client connection to %s failed (%s); trying once more", target.label,
+                                   outcome["error"])
         finally:
             quiet.setLevel(level)
             for signum, handler in handlers.items():

@@ -1,9 +1,10 @@
 """A real single-node Ray cluster for tests and benchmarks: `ray start --head --block` in its own session.
 
 It never runs `ray stop` (which kills every Ray process on the machine, other people's too): it sends
-SIGTERM to its own head process, then SIGKILL to whatever of its process group is left. Every port it chooses is free when chosen, so that several clusters
-(parallel test sessions) can share a machine; the temp dir is short, because Ray's socket paths must fit
-in 107 bytes. Token authentication (on by default since Ray 2.5x) is turned off for the cluster and for
+SIGTERM to its own head process, then SIGKILL to whatever of its process group is left, and the head gets
+SIGTERM when the process that started it dies. Every port it chooses is free when chosen, so that several
+clusters (parallel test sessions) can share a machine; the temp dir is short, because Ray's socket paths
+must fit in 107 bytes. Token authentication (on by default since Ray 2.5x) is turned off for the cluster and for
 this process's clients through ``RAY_AUTH_MODE=disabled``.
 """
 
@@ -95,8 +96,8 @@ class LocalRayCluster:
             if self.proc.poll() is not None:
                 self.stop()
                 raise RuntimeError(f"ray start exited with code {self.proc.returncode}: {self.log_tail()}")
-            if port_open("127.0.0.1", self.port) and self._ready():
-                return self
+            if self._ready() and port_open("127.0.0.1", self.port) and port_open("127.0.0.1", self.client_port):
+                return self  # the Ray Client server comes up a few seconds after the rest
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"the Ray head did not come up within {timeout:g}s: {self.log_tail()}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -18,3 +20,12 @@ def ray_cluster():
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def short_ray_tmpdir(monkeypatch):
+    """RAY_TMPDIR for a private cluster: short (socket paths), and removed afterwards (not /tmp/ray)."""
+    d = tempfile.mkdtemp(prefix="r", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", d)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

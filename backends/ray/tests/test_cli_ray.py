@@ -302,14 +302,15 @@ steps:
     assert wait_until(lambda: not process_alive(worker), 10), f"the step's Ray worker {worker} is still running"
 
 
-def test_private_cluster_by_default(tmp_path):
+def test_private_cluster_by_default(tmp_path, short_ray_tmpdir):
     """`backend=ray` with RAY_ADDRESS unset starts a private local cluster for the apply and stops it."""
-    project = make_project(tmp_path / "p", SPEC)
+    project = make_project(tmp_path / "p", SPEC)  # cli() passes RAY_TMPDIR on: the session dir goes there
     r = cli(project, "apply", "--auto-approve", "backend=ray", "++backend.num_cpus=1",
             "++backend.object_store_memory=100000000")
     assert r.returncode == 0, show(r)
     assert "Apply complete: 7 ran" in r.stdout, show(r)
     assert "Traceback" not in r.stderr
+    assert os.listdir(os.path.join(short_ray_tmpdir, "ray")), "the private cluster did not use RAY_TMPDIR"
 
 
 def test_malformed_address_is_one_clear_line(tmp_path):

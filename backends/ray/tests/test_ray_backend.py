@@ -222,7 +222,7 @@ def test_worker_crash_is_a_failed_step(ctx, ray_cluster):
         b.close()
 
 
-def test_private_local_cluster(ctx, monkeypatch):
+def test_private_local_cluster(ctx, monkeypatch, short_ray_tmpdir):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     b = RayBackend(settings("", num_cpus=1, object_store_memory=100_000_000), ctx)
