@@ -246,6 +246,11 @@ def _defaults_diags(primary: YamlSource, search_dirs: Sequence[Path], overridden
         if not (isinstance(item, dict) and len(item) == 1):
             continue
         (group, option), = item.items()
+        if isinstance(group, str) and not group.strip():
+            line, col = primary.locate(("defaults", i)) or (0, 0)
+            diags.append(Diagnostic(primary.file, line, col, f"defaults[{i}]", "compose-error",
+                                    "a defaults entry `- GROUP: OPTION` needs a group name"))
+            continue
         if not (isinstance(group, str) and isinstance(option, str) and group not in overridden
                 and re.fullmatch(r"[A-Za-z0-9_-]+", group) and re.fullmatch(r"[A-Za-z0-9_.-]+", option)):
             continue  # optional/override/package forms, list options, interpolations: left to Hydra
@@ -408,14 +413,17 @@ def _hydra_compose(config_dir: Path, name: str, overrides: list[str], shown: str
         raise _group_yaml_error(exc, project_dir or config_dir) from None
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise SpecError([_hydra_diag(exc, overrides, shown, primary, group_names)]) from None
-    except (TypeError, KeyError, IndexError, AttributeError) as exc:
-        # Hydra itself fails on some overrides, e.g. `~steps.a.outputs.0` (TypeError deleting a list item)
+    except (TypeError, KeyError, IndexError, AttributeError, AssertionError) as exc:
+        # Hydra itself fails on some inputs: `~steps.a.outputs.0` (TypeError deleting a list item), a
+        # defaults entry with an empty group name (AssertionError)
         import traceback
 
         frames = {f.name for f in traceback.extract_tb(exc.__traceback__)}
         user = [o for o in overrides[1:] if o != "+backend=local"]
         if "_apply_overrides_to_config" not in frames or not user:
-            raise
+            raise SpecError([Diagnostic(shown, 0, 0, "defaults", "compose-error",
+                                        f"Hydra cannot compose the spec ({type(exc).__name__}: {exc or 'assertion'}); "
+                                        "check the `defaults:` list")]) from None
         where = f"override '{user[0]}'" if len(user) == 1 else f"override '{' '.join(user)}'"
         raise SpecError([Diagnostic(where, 0, 0, "", "bad-override",
                                     f"cannot apply this override ({type(exc).__name__}: {exc}); a list item "
@@ -481,15 +489,16 @@ def _hydra_diag(exc: Exception, overrides: list[str], shown: str, primary: YamlS
                 value = primary.data
                 for part in kpath:
                     value = value.get(part) if isinstance(value, dict) else None
-        kpath_text = full_key.group(1) if full_key else ""
+        kpath_text = printable(full_key.group(1)) if full_key else ""
         if isinstance(cause, GrammarParseError) and not line and primary is not None:
             bad = _unparsable_interpolation(primary.data)  # e.g. under an empty key: no full_key to go by
             if bad is not None:
                 kpath, value = bad
                 line, col = primary.locate(kpath) or (0, 0)
-                kpath_text = format_path(kpath)
+                kpath_text = printable(format_path(kpath))
+        first = printable(first)
         if isinstance(cause, GrammarParseError):
-            what = f"the interpolation in {value!r}" if isinstance(value, str) else "an interpolation"
+            what = f"the interpolation in {printable(repr(value))}" if isinstance(value, str) else "an interpolation"
             return Diagnostic(shown, line, col, kpath_text, "bad-interpolation",
                               f"cannot parse {what}: {first} (write ${{key.path}} or ${{oc.env:VAR}}; "
                               "escape a literal ${ as \\${)")

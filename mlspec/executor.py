@@ -58,6 +58,8 @@ class Executor:
         self.forced, self.run_id, self.emit = forced, run_id, emit
         self.parallelism, self.fail_fast = parallelism, fail_fast
         self.backends = backends if backends is not None else {}
+        self._started: set = set()
+        self._capacity: dict = {}
         self.outcomes: dict[str, StepOutcome] = {}
         self.known: dict[str, dict | None] = {}
         self.seq = project.store.next_seq()
@@ -74,10 +76,17 @@ class Executor:
         if cfg.name not in self.backends:
             from mlspec.preflight import make_backend
 
-            b = make_backend(self.project, cfg)
-            b.start()
-            self.backends[cfg.name] = b
+            self.backends[cfg.name] = make_backend(self.project, cfg)
+        if cfg.name not in self._started:
+            self.backends[cfg.name].start()
+            self._started.add(cfg.name)
         return cfg.name, self.backends[cfg.name]
+
+    def capacity(self, name: str, backend) -> int:
+        """Slots of a backend, asked once per scheduling pass (a cluster's answer can be a network call)."""
+        if name not in self._capacity:
+            self._capacity[name] = self.parallelism or backend.capacity()
+        return self._capacity[name]
 
     def payload(self, inst: StepInstance) -> dict:
         from mlspec.load import code_paths
@@ -131,6 +140,7 @@ class Executor:
         try:
             while pending or running:
                 progressed = False
+                self._capacity.clear()
                 if not stop:
                     for addr in sorted(pending, key=self.order.__getitem__):
                         inst = pending[addr]
@@ -164,7 +174,7 @@ class Executor:
                             progressed = True
                             continue
                         bname, backend = self.backend_for(inst)
-                        cap = self.parallelism or backend.capacity()
+                        cap = self.capacity(bname, backend)
                         task = Task(f"{self.run_id}:{addr}:{retry_at.get(addr, 0)}", addr, self.payload(inst),
                                     inst.step.resources.to_dict(), inst.step.timeout)
                         slots = task.slots(cap)

@@ -64,7 +64,9 @@ def requirements_by_backend(project, instances, plan) -> dict:
     return dict(out)
 
 
-def run_preflight(project, instances, plan) -> list[str]:
+def run_preflight(project, instances, plan, keep: dict | None = None) -> list[str]:
+    """Problems found, one line each. With ``keep``, the backends stay open there for the apply that follows
+    (a cluster connection is made once, not twice)."""
     problems: list[str] = []
     for name, (cfg, reqs) in sorted(requirements_by_backend(project, instances, plan).items()):
         try:
@@ -76,5 +78,8 @@ def run_preflight(project, instances, plan) -> list[str]:
         try:
             problems.extend(f"backend {label}: {p}" for p in backend.preflight(reqs))
         finally:
-            backend.close()
+            if keep is None:
+                backend.close()
+            else:
+                keep[name] = backend
     return problems

@@ -229,35 +229,42 @@ def _run_cmd(task: dict, inputs: dict, outdir: Path, project_dir: str) -> tuple[
     return outputs, metrics
 
 
-_SEEN_MTIMES: dict[str, int] = {}
+_SEEN_MTIMES: dict[str, int] = {}  # project module file -> mtime when first seen
+_SCANNED: set = set()  # module names already classified (project or not)
 
 
 def _purge_stale_project_modules(code_paths: list[str]) -> None:
     """In a reused worker, forget the project's modules when any of their files changed since import.
 
     Project modules are those loaded from the code paths; all of them go at once, so a module that
-    imported a changed helper (``from util import f``) does not keep the old function.
+    imported a changed helper (``from util import f``) does not keep the old function. Only modules not
+    seen before are classified, so a worker with a thousand modules loaded pays for the new ones only.
     """
     roots = tuple(os.path.join(os.path.abspath(p), "") for p in code_paths)
-    project_mods = []
+    for name in sys.modules.keys() - _SCANNED:
+        _SCANNED.add(name)
+        f = getattr(sys.modules.get(name), "__file__", None)
+        if f and f.startswith(roots):
+            try:
+                _SEEN_MTIMES.setdefault(f, os.stat(f).st_mtime_ns)
+            except OSError:
+                pass
     stale = False
-    for name, mod in list(sys.modules.items()):
-        f = getattr(mod, "__file__", None)
-        if not f or not f.startswith(roots):
-            continue
-        project_mods.append(name)
+    for f, m in _SEEN_MTIMES.items():
         try:
-            m = os.stat(f).st_mtime_ns
+            if os.stat(f).st_mtime_ns != m:
+                stale = True
+                break
         except OSError:
             stale = True
-            continue
-        if _SEEN_MTIMES.setdefault(f, m) != m:
-            stale = True
+            break
     if stale:
-        for name in project_mods:
-            f = getattr(sys.modules.get(name), "__file__", None)
-            sys.modules.pop(name, None)
-            _SEEN_MTIMES.pop(f, None)
+        files = set(_SEEN_MTIMES)
+        for name, mod in list(sys.modules.items()):
+            if getattr(mod, "__file__", None) in files:
+                sys.modules.pop(name, None)
+                _SCANNED.discard(name)
+        _SEEN_MTIMES.clear()
         import importlib
 
         importlib.invalidate_caches()
@@ -268,6 +275,7 @@ def execute(task: dict, workdir: str | None = None) -> dict:
     from mlspec.artifacts import ArtifactStore
 
     started = time.time()
+    own_tmp = workdir is None
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mlspec-task-"))
     outdir = tmp / "outputs"
     outdir.mkdir(parents=True, exist_ok=True)
@@ -306,6 +314,10 @@ def execute(task: dict, workdir: str | None = None) -> dict:
         _purge_stale_project_modules(task.get("code_paths", []))  # records what this task imported
         os.chdir(old_cwd)
         sys.path[:] = old_path
+        if own_tmp:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:

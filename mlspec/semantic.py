@@ -111,7 +111,7 @@ class _Checker:
                     vals = matrix.get(k)
                     if not isinstance(vals, list):
                         self.err(path, "bad-selector", f"'{ref}': step '{a.name}' has no matrix key '{k}'"
-                                 + did_you_mean(k, list(matrix)))
+                                 + did_you_mean(k, list(map(str, matrix))))
                     elif v not in [format_value(x) for x in vals]:
                         self.err(path, "bad-selector", f"'{ref}': {k}={v} is not one of the matrix values "
                                  f"{', '.join(format_value(x) for x in vals)}")
@@ -142,7 +142,24 @@ class _Checker:
                  f"(declare it under `backends:` or use an installed type: {', '.join(self.backend_types)})")
 
     # --- per section ----------------------------------------------------------------------------
+    def check_keys(self, node: Any, path: tuple = ()) -> None:
+        """Every mapping key is text: a number or boolean key (YAML `1:`, `true:`) cannot name a param,
+        an option or a column, and would break the spec's digest and the state."""
+        if isinstance(node, dict):
+            for k, v in node.items():
+                shown = str(k).lower() if isinstance(k, bool) else str(k)
+                if not isinstance(k, str):
+                    kind = "a boolean" if isinstance(k, bool) else "a number" if isinstance(k, (int, float)) \
+                        else f"a {type(k).__name__}"
+                    self.err(path + (shown,), "bad-key", f"key {shown} is {kind}, not text; quote it "
+                             f"('{shown}':) to use it as a name", prefer_key=True)
+                self.check_keys(v, path + (shown,))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                self.check_keys(v, path + (i,))
+
     def run(self) -> list[Diagnostic]:
+        self.check_keys(self.data)
         self.check_steps()
         self.check_cycles()
         self.check_models()
@@ -215,7 +232,7 @@ class _Checker:
                     if key not in table:
                         self.err(base + ("cmd",), "bad-placeholder",
                                  f"${{{group}.{key}}} in cmd: step '{name}' has no {group[:-1]} '{key}'"
-                                 + did_you_mean(key, table))
+                                 + did_you_mean(key, list(map(str, table))))
 
     def check_cycles(self):
         deps: dict[str, set] = {}
@@ -284,7 +301,7 @@ class _Checker:
                 if known_metrics and metric not in known_metrics:
                     self.err(base + ("gates", metric), "unknown-metric",
                              f"gate on '{metric}', which the metrics step does not produce"
-                             + (did_you_mean(metric, known_metrics) or f" (metrics: {', '.join(known_metrics)})"),
+                             + (did_you_mean(str(metric), known_metrics) or f" (metrics: {', '.join(known_metrics)})"),
                              prefer_key=True)
                 elif not known_metrics and "metrics" not in model:
                     self.err(base + ("gates", metric), "no-metrics",

@@ -146,11 +146,22 @@ def _apply_locked(args, console, project: Project, bundle, overrides, run_id) ->
         if moved:
             raise MlspecError(f"the saved plan is stale: {moved}",
                               hint="make a new plan: mlspec plan -o FILE (then apply that file)")
-    if not args.no_preflight:
-        preflight(project, instances, plan, console)
-    emit(plan.to_dict(), "text", console, verbose=args.verbose)
-    if not plan.has_changes:
-        return 0
+    backends: dict = {}
+    try:
+        if not args.no_preflight:
+            preflight(project, instances, plan, console, keep=backends)
+        emit(plan.to_dict(), "text", console, verbose=args.verbose)
+        if not plan.has_changes:
+            return 0
+        return _confirm_and_execute(args, console, project, bundle, plan, state, facts, instances, targets, replace,
+                                    overrides, run_id, backends)
+    finally:
+        for b in backends.values():
+            b.close()
+
+
+def _confirm_and_execute(args, console, project, bundle, plan, state, facts, instances, targets, replace, overrides,
+                         run_id, backends) -> int:
     if bundle is None and not args.auto_approve:
         if not (sys.stdin.isatty() and console.interactive):
             raise MlspecError("apply needs confirmation, and there is no terminal to ask on",
@@ -161,7 +172,8 @@ def _apply_locked(args, console, project: Project, bundle, overrides, run_id) ->
         if answer not in ("y", "yes"):
             console.print("Apply cancelled; nothing was changed.")
             return EXIT_ERROR
-    return _execute(args, console, project, plan, state, facts, instances, targets, replace, overrides, run_id)
+    return _execute(args, console, project, plan, state, facts, instances, targets, replace, overrides, run_id,
+                    backends)
 
 
 def _close_crashed_runs(runs: RunStore) -> None:
@@ -202,7 +214,8 @@ def _facts_moved(old: dict, new: dict) -> str:
     return ""
 
 
-def _execute(args, console, project, plan, state, facts, instances, targets, replace, overrides, run_id) -> int:
+def _execute(args, console, project, plan, state, facts, instances, targets, replace, overrides, run_id,
+             backends=None) -> int:
     store = project.store
     runs = RunStore(project.runs_loc)
     selected = select_targets(instances, targets) if targets else {i.address for i in instances}
@@ -218,7 +231,7 @@ def _execute(args, console, project, plan, state, facts, instances, targets, rep
     runs.write(record)
     console.print(f"\nApplying (run {run_id})...")
     ex = Executor(project, state, facts, instances, selected, forced, run_id, _Reporter(console, len(selected)),
-                  parallelism=args.parallelism, fail_fast=args.fail_fast)
+                  parallelism=args.parallelism, fail_fast=args.fail_fast, backends=backends)
     # datasets as read now, and resources removed from the spec
     for ch in plan.changes:
         if ch.kind == "dataset" and ch.action is Action.READ:
@@ -234,9 +247,6 @@ def _execute(args, console, project, plan, state, facts, instances, targets, rep
     except Interrupted:
         interrupted = True
         outcomes = ex.outcomes
-    finally:
-        for b in ex.backends.values():
-            b.close()
     if ex.journaled or not state.exists:
         state = store.write(state)
     counts: dict = {}

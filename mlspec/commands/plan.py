@@ -39,11 +39,13 @@ def wait_for_unlock(project: Project, timeout: str, console: Console) -> None:
                       "as it is now, before that operation finishes.")
 
 
-def preflight(project: Project, instances, plan, console: Console) -> None:
+def preflight(project: Project, instances, plan, console: Console, keep: dict | None = None) -> None:
     from mlspec.preflight import run_preflight
 
-    problems = run_preflight(project, instances, plan)
+    problems = run_preflight(project, instances, plan, keep)
     if problems:
+        for b in (keep or {}).values():
+            b.close()
         raise MlspecError("preflight failed: the plan cannot run as it stands\n" +
                           "\n".join(f"  - {p}" for p in problems))
 
