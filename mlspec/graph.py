@@ -63,8 +63,7 @@ def step_order(steps: Mapping[str, Step]) -> list[str]:
     try:
         ts.prepare()
     except graphlib.CycleError as exc:
-        cyc = list(exc.args[1])  # [a, b, c, a]: each depends on the next
-        cyc.reverse()
+        cyc = list(exc.args[1])  # [a, b, c, a]: each feeds the next
         raise CycleError([f"step.{n}" for n in cyc]) from None
     out = []
     while ts.is_active():

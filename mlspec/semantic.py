@@ -250,13 +250,13 @@ class _Checker:
         try:
             graphlib.TopologicalSorter(deps).prepare()
         except graphlib.CycleError as exc:
-            cyc = list(reversed(exc.args[1]))
+            cyc = list(exc.args[1])  # each step feeds the next: data-flow order
             # rotate so the cycle starts at its smallest name: stable output
             body = cyc[:-1]
             i = body.index(min(body))
             body = body[i:] + body[:i]
             text = " -> ".join(f"step.{n}" for n in body + [body[0]])
-            self.err(("steps", body[0]), "cycle", f"the steps form a cycle: {text}", prefer_key=True)
+            self.err(("steps", body[0]), "cycle", f"the steps form a cycle (each reads an output of the one before): {text}", prefer_key=True)
             return
         # matrix keys may not repeat upstream fan-out keys
         coords: dict[str, set] = {}
