@@ -19,7 +19,7 @@
 Repeats: cheap measurements use --repeat (default 5). First full runs need a fresh project each time,
 so they use min(--repeat, 3) for 100 steps and min(--repeat, 2) for 500 steps (1 with --quick), and DVC
 first runs use --dvc-repeat (default 1: `dvc repro` of 100 stages takes 1-2 minutes here).
---quick: one run per first full run, (c) and (d) at 500 with the fan-out only, no DVC first run at 500.
+--quick: one run per first full run, (c) and (d) at 500 with the fan-out only, DVC only at 100 stages.
 """
 
 from __future__ import annotations
@@ -60,8 +60,7 @@ class Bench:
             if f"{n} ran" not in t.stdout:
                 c.say(f"  WARNING: unexpected apply summary: {t.stdout.strip().splitlines()[-1]}")
             st.add(t)
-        self.cmds.append(f"# fresh project each time (rm -rf the dir and regenerate): {c.rel(d)}\n" +
-                         c.cmdline(cmd, d))
+        self.cmds.append(c.gen_cmd("mlspec", shape, n, d) + " && " + c.cmdline(cmd, d))
         self.first[("mlspec", shape, n)] = st
         return st
 
@@ -75,7 +74,7 @@ class Bench:
             c.write_dvc_project(d, shape, n, self.dvc)
             c.say(f"[apply] dvc repro first full run, {shape} {n} ({i + 1}/{repeat})")
             st.add(c.run(cmd, d, self.dvc.env()))
-        self.cmds.append(c.cmdline(cmd, d))
+        self.cmds.append(c.gen_cmd("dvc", shape, n, d) + " && " + c.cmdline(cmd, d))
         self.first[("dvc", shape, n)] = st
         return st
 
@@ -131,21 +130,24 @@ class Bench:
                 if not m:
                     continue
                 net = (m.median - z.median) / n
-                per[(shape, n)] = net
+                net_cpu = (m.cpu - z.cpu) / n
+                per[(shape, n)] = (net, net_cpu)
                 rows.append([shape, f"{n:,}", c.fmt_s(m.median), f"n={len(m.walls)}", c.fmt_s(z.median),
-                             c.fmt_ms(m.median / n), c.fmt_ms(net), c.fmt_ms((m.cpu - z.cpu) / n), "", ""])
+                             c.fmt_ms(m.median / n), c.fmt_ms(net), c.fmt_ms(net_cpu), "", "", ""])
         for k, r in enumerate(rows):
             shape = r[0]
             sizes = [n for (s, n) in per if s == shape]
-            base = per[(shape, mid)]
+            base, base_cpu = per[(shape, mid)]
             n = int(r[1].replace(",", ""))
             if n == max(sizes) and n > mid:
-                grow = per[(shape, n)] / base
-                r[8] = f"{grow:.2f}x of {mid}"
+                grow, grow_cpu = per[(shape, n)][0] / base, per[(shape, n)][1] / base_cpu
+                r[8] = f"{grow:.2f}x ({grow_cpu:.2f}x) of {mid}"
                 r[9] = c.verdict(grow <= 1.25)
+                r[10] = c.verdict(grow_cpu <= 1.25)
         out += ["\n### (d) Per-step overhead vs graph size (first full run; net = (first - no-op) / steps)\n",
                 c.table(["shape", "steps", "first apply", "repeats", "no-op apply", "per step (total/n)",
-                         "per step, net", "CPU per step, net", "growth", "result (<= 1.25x)"], rows)]
+                         "per step, net", "CPU per step, net", "growth wall (CPU)", "result wall (<= 1.25x)",
+                         "result CPU (<= 1.25x)"], rows)]
         return "\n".join(out)
 
     # --- (b) ---------------------------------------------------------------------------------------
@@ -164,7 +166,8 @@ class Bench:
                 c.say(f"[apply] 8 x sleep(1), {label} ({i + 1}/{repeat})")
                 st.add(c.run(cmd, d, self.env))
             res[label] = st
-            self.cmds.append(f"# fresh project each time: {c.rel(d)}\n" + c.cmdline(cmd, d))
+            self.cmds.append(f"# fresh each time: {c.rel(d)} = the 8 `w0..w7` steps of bench_apply.parallel()\n"
+                             + c.cmdline(cmd, d))
         par, seq = res["default (parallel)"], res["--parallelism 1"]
         speed = seq.median / par.median
         rows = [["8 x sleep(1), default parallelism", c.fmt_s(par.median), c.fmt_s(par.cpu), par.spread, "", ""],
@@ -198,7 +201,7 @@ class Bench:
             if not z:
                 continue
             dz = None
-            if self.dvc.ok and shape == "fanout":
+            if self.dvc.ok and shape == "fanout" and not a.quick:
                 dd = self.dvc_recorded("fanout", n)
                 c.say("[apply] dvc repro no-op, fanout 500")
                 dz = c.measure([self.dvc.bin, "repro"], dd, self.dvc.env(), a.repeat, budget=a.dvc_budget)
@@ -226,7 +229,7 @@ class Bench:
         net_med, own_med = statistics.median(net), statistics.median(own)
         self.cmds.append(f"# edit steps.{stage}.params.scale in mlspec.yaml, then:\n" + c.cmdline(cmd, d))
         dcell = rcell = "—"
-        if self.dvc.ok:
+        if self.dvc.ok and not a.quick:
             dd = self.dvc_recorded("fanout", n)
             dst = c.Stat()
             reps = a.repeat
@@ -246,8 +249,10 @@ class Bench:
         rows.append([f"  of which the re-run step's own time", c.fmt_s(own_med), "", "", "", "", "", ""])
         rows.append([f"  apply minus the step's own time", c.fmt_s(net_med), "", "", "", "",
                      f"< {c.fmt_s(TARGET_PARAM_500)}", c.verdict(net_med < TARGET_PARAM_500)])
-        note = ("" if dvc500 or not self.dvc.ok else
-                "\nDVC first full run of 500 stages skipped (--skip-dvc-500 or --quick); it takes many minutes here.\n")
+        note = "" if dvc500 or not self.dvc.ok else (
+            f"\nDVC first full run of {n} stages skipped (--skip-dvc-500 or --quick): it takes many minutes here."
+            + (f" With --quick DVC is not run at {n} stages at all (each `dvc repro` of {n} stages takes over a "
+               "minute here)." if a.quick else "") + "\n")
         return "\n".join(["### (c) 500 steps\n",
                           c.table(["measurement", "mlspec (median)", "CPU", "range", "DVC", "DVC / mlspec", "target",
                                    "result"], rows), note])
@@ -273,12 +278,13 @@ def main() -> int:
     t0 = time.time()
     parts = [b.overhead(), b.parallel(), b.at_500()]
     print(c.header("bench_apply: `mlspec apply --auto-approve` vs `dvc repro`, whole process", args))
-    print(f"- peer: {b.dvc.version if b.dvc.ok else b.dvc.note}; DVC stages run `{c.rel(c.PYTHON)} step.py IN OUT I SCALE` "
+    print(f"- peer: {b.dvc.version if b.dvc.ok else b.dvc.note}; DVC stages run `{c.PYTHON} step.py IN OUT I SCALE` "
           "(the same interpreter and the same work as mlspec's `run: bench.steps:step`)\n"
           f"- total benchmark time {time.time() - t0:.0f} s\n")
     for p in parts:
         print(p + "\n")
-    print("Reproduce (from the repository root; projects are generated by the script):\n")
+    print("Reproduce (from the repository root). " + c.ENV_NOTE + " The DVC 500-stage project is recorded with "
+          "`python benchmarks/common.py gen dvc fanout 500 DIR --record`.\n")
     print("```console\n" + "\n".join(dict.fromkeys(b.cmds)) + "\n```")
     return 0
 

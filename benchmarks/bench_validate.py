@@ -90,8 +90,7 @@ def main() -> int:
     slope = (results[1000].median - results[100].median) / 900
     print(f"\nFixed cost (10 steps) {c.fmt_s(base)}; marginal cost 100 -> 1,000 steps "
           f"{c.fmt_ms(slope, 3)} per step.")
-    print("\nReproduce (from the repository root; the benchmark sets PYTHONPYCACHEPREFIX=benchmarks/.work/pycache "
-          "and unsets PYTHONDONTWRITEBYTECODE, see README):\n")
+    print("\nReproduce (from the repository root; the projects stay in benchmarks/.work/validate). " + c.ENV_NOTE + "\n")
     print("```console\n" + "\n".join(dict.fromkeys(cmds)) + "\n```")
     if args.profile:
         profile_validate(root / "mlspec-1000")

@@ -242,13 +242,27 @@ def code_version() -> str:
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return f"{rev}" + (" + uncommitted changes in mlspec/" if dirty else "")
+    import hashlib
+
+    h = hashlib.sha256()
+    for sub in ("mlspec", "configs", "schemas"):
+        for p in sorted((REPO / sub).rglob("*")):
+            if p.is_file() and p.suffix in (".py", ".json", ".yaml") and "__pycache__" not in p.parts:
+                h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
+    return f"{rev}" + (" + uncommitted changes" if dirty else "") + f" (code digest {h.hexdigest()[:10]})"
+
+
+START_VERSION = code_version()
+START_TIME = time.strftime("%Y-%m-%d %H:%M")
 
 
 def header(title: str, args) -> str:
     load = os.getloadavg()
+    end = code_version()
+    version = (f"mlspec commit {end}" if end == START_VERSION else
+               f"mlspec commit {START_VERSION} at the start, {end} at the end (**the code changed during the run**)")
     return (f"## {title}\n\n"
-            f"- mlspec commit {code_version()}; run {time.strftime('%Y-%m-%d %H:%M %Z')}\n"
+            f"- {version}; run {START_TIME} – {time.strftime('%H:%M %Z')}\n"
             f"- machine: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
             f"load average at the end of the run {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}\n"
             f"- mode: {'--quick' if args.quick else 'full'}, median of {args.repeat} repeats (after 1 warm-up run "
@@ -481,5 +495,40 @@ def state_doc(d: Path) -> dict:
     return json.loads((d / ".mlspec" / "state" / "default.state.json").read_text())
 
 
+ENV_NOTE = ("Run the commands with the benchmark's environment: `env -u PYTHONDONTWRITEBYTECODE "
+            "PYTHONPYCACHEPREFIX=benchmarks/.work/pycache NO_COLOR=1 ...` (DVC commands also `DVC_NO_ANALYTICS=1 "
+            "DVC_SITE_CACHE_DIR=benchmarks/.work/dvc-site-cache`). Generate a project with "
+            "`python benchmarks/common.py gen mlspec|dvc chain|fanout N DIR`.")
+
+
+def gen_cmd(tool: str, shape: str, n: int, d) -> str:
+    return f"{PYTHON} benchmarks/common.py gen {tool} {shape} {n} {rel(d)}"
+
+
+def _main(argv: list[str]) -> int:
+    """`python benchmarks/common.py` checks the DVC shortcut; `... gen mlspec|dvc SHAPE N DIR` generates a
+    project as the benchmarks do (for dvc, add `--record` to write its state as `dvc repro` would)."""
+    if not argv:
+        return _selfcheck()
+    if argv[0] == "gen" and len(argv) >= 5:
+        tool, shape, n, d = argv[1], argv[2], int(argv[3]), Path(argv[4]).resolve()
+        if tool == "mlspec":
+            write_mlspec_project(d, shape, n)
+        elif tool == "dvc":
+            dvc = ensure_dvc()
+            if not dvc.ok:
+                print(dvc.note)
+                return 1
+            write_dvc_project(d, shape, n, dvc)
+            if "--record" in argv:
+                dvc_record_without_running(d, shape, n, dvc)
+        else:
+            return 2
+        print(d)
+        return 0
+    print(_main.__doc__)
+    return 2
+
+
 if __name__ == "__main__":
-    sys.exit(_selfcheck())
+    sys.exit(_main(sys.argv[1:]))

@@ -386,6 +386,54 @@ class _Checker:
                 for i, ref in enumerate(targets):
                     self.check_ref(base + ("apply", i), ref, ("dataset", "step", "model", "deployment", "monitor"))
 
+    def check_residency(self) -> None:
+        """Data with `residency:` (and anything derived from it) is read only by steps on allowed locations."""
+        restricted = {n: d.get("residency") for n, d in self.datasets.items()
+                      if isinstance(d, dict) and isinstance(d.get("residency"), list)}
+        if not restricted:
+            return
+        # carried[step] = {dataset: path of addresses from the dataset to this step}
+        carried: dict[str, dict] = {}
+        import graphlib
+
+        deps = {n: set() for n in self.steps}
+        for n, st in self.steps.items():
+            for ref in _m(_m(st).get("inputs")).values():
+                try:
+                    a = parse_address(ref) if isinstance(ref, str) else None
+                except ValueError:
+                    a = None
+                if a and a.kind == "step" and a.name in self.steps:
+                    deps[n].add(a.name)
+        try:
+            order = list(graphlib.TopologicalSorter(deps).static_order())
+        except graphlib.CycleError:
+            return  # reported as a cycle
+        for n in order:
+            st = _m(self.steps[n])
+            mine: dict = {}
+            for ref in _m(st.get("inputs")).values():
+                try:
+                    a = parse_address(ref) if isinstance(ref, str) else None
+                except ValueError:
+                    continue
+                if a is None:
+                    continue
+                if a.kind == "dataset" and a.name in restricted:
+                    mine.setdefault(a.name, [f"dataset.{a.name}", f"step.{n}"])
+                elif a.kind == "step" and a.name in carried:
+                    for ds, path in carried[a.name].items():
+                        mine.setdefault(ds, path + [f"step.{n}"])
+            carried[n] = mine
+            label, loc = _location_of(self, st)
+            for ds, path in sorted(mine.items()):
+                allowed = [str(x) for x in restricted[ds]]
+                if allowed and loc not in allowed:  # an empty list is a schema error
+                    self.err(("steps", n), "residency",
+                             f"step.{n} would run on backend '{label}' (location '{loc}'), but it reads data derived from "
+                             f"dataset.{ds}, which must stay in {', '.join(allowed)}: {' -> '.join(path)}; run it on a "
+                             f"backend located in {allowed[0]} (steps.{n}.backend)", prefer_key=True)
+
 
 def _location_of(checker: "_Checker", step: Mapping) -> tuple[str, str]:
     """(backend label, location) a step runs at."""
@@ -397,57 +445,6 @@ def _location_of(checker: "_Checker", step: Mapping) -> tuple[str, str]:
         return name, "local"
     return str(top.get("type", "local")), str(top.get("location", "local"))
 
-
-def _check_residency(self: "_Checker") -> None:
-    """Data with `residency:` (and anything derived from it) is read only by steps on allowed locations."""
-    restricted = {n: d.get("residency") for n, d in self.datasets.items()
-                  if isinstance(d, dict) and isinstance(d.get("residency"), list)}
-    if not restricted:
-        return
-    # carried[step] = {dataset: path of addresses from the dataset to this step}
-    carried: dict[str, dict] = {}
-    import graphlib
-
-    deps = {n: set() for n in self.steps}
-    for n, st in self.steps.items():
-        for ref in _m(_m(st).get("inputs")).values():
-            try:
-                a = parse_address(ref) if isinstance(ref, str) else None
-            except ValueError:
-                a = None
-            if a and a.kind == "step" and a.name in self.steps:
-                deps[n].add(a.name)
-    try:
-        order = list(graphlib.TopologicalSorter(deps).static_order())
-    except graphlib.CycleError:
-        return  # reported as a cycle
-    for n in order:
-        st = _m(self.steps[n])
-        mine: dict = {}
-        for ref in _m(st.get("inputs")).values():
-            try:
-                a = parse_address(ref) if isinstance(ref, str) else None
-            except ValueError:
-                continue
-            if a is None:
-                continue
-            if a.kind == "dataset" and a.name in restricted:
-                mine.setdefault(a.name, [f"dataset.{a.name}", f"step.{n}"])
-            elif a.kind == "step" and a.name in carried:
-                for ds, path in carried[a.name].items():
-                    mine.setdefault(ds, path + [f"step.{n}"])
-        carried[n] = mine
-        label, loc = _location_of(self, st)
-        for ds, path in sorted(mine.items()):
-            allowed = [str(x) for x in restricted[ds]]
-            if allowed and loc not in allowed:  # an empty list is a schema error
-                self.err(("steps", n), "residency",
-                         f"step.{n} would run on backend '{label}' (location '{loc}'), but it reads data derived from "
-                         f"dataset.{ds}, which must stay in {', '.join(allowed)}: {' -> '.join(path)}; run it on a "
-                         f"backend located in {allowed[0]} (steps.{n}.backend)", prefer_key=True)
-
-
-_Checker.check_residency = _check_residency
 
 
 def semantic_diagnostics(data: Mapping, smap: SourceMap, backend_types: tuple = BUILTIN_BACKEND_TYPES
