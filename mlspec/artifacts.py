@@ -118,7 +118,8 @@ class ArtifactStore:
         return None
 
     def runcache_put(self, fingerprint: str, entry: Mapping) -> None:
-        self.loc.write_bytes(f"runcache/{_hex(fingerprint)}.json", canonical_json(dict(entry)))
+        # a cache entry: atomic (never half-written) but not fsynced; losing one in a power cut costs a re-run
+        self.loc.write_bytes(f"runcache/{_hex(fingerprint)}.json", canonical_json(dict(entry)), durable=False)
 
 
 class RunCacheView(Mapping):

@@ -64,8 +64,27 @@ class Executor:
         self.known: dict[str, dict | None] = {}
         self.seq = project.store.next_seq()
         self.journaled = 0
+        from mlspec.load import code_paths
+
+        self.code_paths = code_paths(self.spec.project_dir)
+        # ready set: a step becomes ready when every upstream step in this apply has known outputs
+        self._waiting = {i.address: {u for u in i.upstream if u in self.by_addr} for i in self.instances}
+        self._dependents: dict[str, list] = {}
+        for a, ups in self._waiting.items():
+            for u in ups:
+                self._dependents.setdefault(u, []).append(a)
+        self._ready = {a for a, ups in self._waiting.items() if not ups}
+        self._decisions: dict = {}
 
     # --- helpers --------------------------------------------------------------------------------
+    def mark_known(self, address: str, outputs: dict | None) -> None:
+        self.known[address] = outputs
+        for d in self._dependents.get(address, ()):
+            waiting = self._waiting[d]
+            waiting.discard(address)
+            if not waiting:
+                self._ready.add(d)
+
     def journal(self, address: str, record: dict | None) -> None:
         self.project.store.append(self.state, self.seq, address, record)
         self.seq += 1
@@ -89,8 +108,6 @@ class Executor:
         return self._capacity[name]
 
     def payload(self, inst: StepInstance) -> dict:
-        from mlspec.load import code_paths
-
         spec = self.spec
         inputs = {}
         for ref in inst.inputs:
@@ -107,7 +124,7 @@ class Executor:
         params = {k: (str.__str__(v) if isinstance(v, Secret) else v) for k, v in inst.params.items()}
         return {"address": inst.address, "run": inst.step.run, "cmd": inst.step.cmd, "params": params,
                 "inputs": inputs, "outputs": list(inst.step.outputs), "metrics": list(inst.step.metrics),
-                "project_dir": str(spec.project_dir), "code_paths": code_paths(spec.project_dir),
+                "project_dir": str(spec.project_dir), "code_paths": list(self.code_paths),
                 "artifacts": {"url": self.project.artifacts.url, "options": dict(spec.storage.options)},
                 "env": dict(inst.step.env)}
 
@@ -142,18 +159,19 @@ class Executor:
                 progressed = False
                 self._capacity.clear()
                 if not stop:
-                    for addr in sorted(pending, key=self.order.__getitem__):
+                    full: set = set()
+                    for addr in sorted(self._ready & pending.keys(), key=self.order.__getitem__):
                         inst = pending[addr]
                         if addr in retry_at and retry_at[addr] > time.monotonic():
                             continue
-                        ups = inst.upstream
-                        if any(u in self.by_addr and u not in self.known for u in ups):
-                            continue
-                        record = self.state.resources.get(addr)
-                        d = decide(inst, record, self.facts, self.known, forced=addr in self.forced)
+                        d = self._decisions.get(addr)
+                        if d is None:  # upstream outputs are final now: decide once
+                            record = self.state.resources.get(addr)
+                            d = self._decisions[addr] = decide(inst, record, self.facts, self.known,
+                                                               forced=addr in self.forced)
                         if d.verdict is Verdict.UP_TO_DATE:
                             pending.pop(addr)
-                            self.known[addr] = d.outputs
+                            self.mark_known(addr, d.outputs)
                             oc = StepOutcome(addr, "up-to-date", d.verdict.value, fingerprint=d.fingerprint)
                             self.outcomes[addr] = oc
                             self.emit("uptodate", oc)
@@ -165,7 +183,7 @@ class Executor:
                             rec = self.record(inst, d, hit["outputs"], hit.get("metrics", {}), hit.get("log"), 0.0,
                                               "restored")
                             self.journal(addr, rec)
-                            self.known[addr] = {k: v["hash"] for k, v in hit["outputs"].items()}
+                            self.mark_known(addr, {k: v["hash"] for k, v in hit["outputs"].items()})
                             oc = StepOutcome(addr, "restored", d.verdict.value, fingerprint=d.fingerprint,
                                              inputs=d.facts["inputs"], outputs=hit["outputs"],
                                              metrics=hit.get("metrics", {}), log=hit.get("log"))
@@ -173,13 +191,18 @@ class Executor:
                             self.emit("restored", oc)
                             progressed = True
                             continue
+                        bname = self.spec.backend_for(inst.step).name
+                        if bname in full:
+                            continue
                         bname, backend = self.backend_for(inst)
                         cap = self.capacity(bname, backend)
+                        slots = Task.slots_for(inst.step.resources.cpus, cap)
+                        if used.get(bname, 0) + slots > cap:
+                            if used.get(bname, 0) >= cap:
+                                full.add(bname)
+                            continue
                         task = Task(f"{self.run_id}:{addr}:{retry_at.get(addr, 0)}", addr, self.payload(inst),
                                     inst.step.resources.to_dict(), inst.step.timeout)
-                        slots = task.slots(cap)
-                        if used.get(bname, 0) + slots > cap:
-                            continue
                         pending.pop(addr)
                         retry_at.pop(addr, None)
                         prev = self.outcomes.get(addr)
@@ -254,7 +277,7 @@ class Executor:
                 self.project.artifacts.runcache_put(d.fingerprint, {
                     "fingerprint": d.fingerprint, "address": addr, "outputs": res.outputs, "metrics": res.metrics,
                     "log": log_hash, "run_id": self.run_id, "finished": rec["finished"]})
-            self.known[addr] = {k: v["hash"] for k, v in res.outputs.items()}
+            self.mark_known(addr, {k: v["hash"] for k, v in res.outputs.items()})
             oc.status, oc.outputs, oc.metrics = "ran", res.outputs, res.metrics
             self.emit("done", oc)
             return True

@@ -63,10 +63,10 @@ class Project:
         self.cache.save()
         return facts
 
-    def plan(self, state: State | None = None, targets: Sequence[str] = (), replace: Sequence[str] = ()
-             ) -> tuple[Plan, State, Facts, list[StepInstance]]:
+    def plan(self, state: State | None = None, targets: Sequence[str] = (), replace: Sequence[str] = (),
+             instances: list[StepInstance] | None = None) -> tuple[Plan, State, Facts, list[StepInstance]]:
         state = state if state is not None else self.read_state()
-        instances = self.instances()
+        instances = instances if instances is not None else self.instances()
         facts = self.gather_facts(state, instances, targets)
         return make_plan(self.spec, state, facts, targets=targets, replace=replace, instances=instances), \
             state, facts, instances

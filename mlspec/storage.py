@@ -22,15 +22,17 @@ def local_path(url: str) -> str:
     return url[len("file://"):] if url.startswith("file://") else url
 
 
-def atomic_write_local(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_local(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+    """Write via a temp file and rename; ``durable`` also fsyncs the file and its directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -38,6 +40,8 @@ def atomic_write_local(path: str | os.PathLike, data: bytes) -> None:
         except OSError:
             pass
         raise
+    if not durable:
+        return
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -106,10 +110,10 @@ class Location:
         except FileNotFoundError:
             return None
 
-    def write_bytes(self, name: str, data: bytes) -> None:
+    def write_bytes(self, name: str, data: bytes, durable: bool = True) -> None:
         path = self.join(name)
         if self.local:
-            atomic_write_local(path, data)
+            atomic_write_local(path, data, durable)
         else:
             with self.fs.open(path, "wb") as fh:  # one PUT: atomic on object stores
                 fh.write(data)

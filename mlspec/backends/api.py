@@ -56,9 +56,13 @@ class Task:
 
     def slots(self, capacity: int) -> int:
         """How many of a backend's CPU slots this task occupies."""
+        return self.slots_for(self.resources.get("cpus"), capacity)
+
+    @staticmethod
+    def slots_for(cpus, capacity: int) -> int:
         import math
 
-        return max(1, min(capacity, math.ceil(float(self.resources.get("cpus") or 1))))
+        return max(1, min(capacity, math.ceil(float(cpus or 1))))
 
 
 @dataclass

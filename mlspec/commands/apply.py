@@ -140,7 +140,7 @@ def _apply_locked(args, console, project: Project, bundle, overrides, run_id) ->
     instances = project.instances()
     check_addresses(project, instances, targets, "--target")
     check_addresses(project, instances, replace, "--replace")
-    plan, state, facts, instances = project.plan(state, targets, replace)
+    plan, state, facts, instances = project.plan(state, targets, replace, instances)
     if bundle is not None:
         moved = _facts_moved(bundle["plan"].get("facts") or {}, plan.facts)
         if moved:

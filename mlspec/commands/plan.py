@@ -56,7 +56,7 @@ def run(args, console: Console) -> int:
     instances = project.instances()
     check_addresses(project, instances, args.target, "--target")
     check_addresses(project, instances, args.replace, "--replace")
-    plan, state, facts, instances = project.plan(targets=args.target, replace=args.replace)
+    plan, state, facts, instances = project.plan(targets=args.target, replace=args.replace, instances=instances)
     if not args.no_preflight:
         preflight(project, instances, plan, console)
     data = plan.to_dict()
