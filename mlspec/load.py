@@ -29,11 +29,57 @@ def validate_composed(c: Composed) -> list[Diagnostic]:
     return sorted(set(semantic) | {d for d in schema if d.path not in covered})
 
 
+VALIDATED_KEEP = 32
+
+
+def _validation_key(c: Composed) -> str:
+    """What a validation verdict depends on: the composed spec (secrets masked), mlspec, schema, backends."""
+    import xxhash
+
+    from mlspec import __version__
+    from mlspec.schema import load_schema
+    from mlspec.spec import _canonical, _mask
+
+    h = xxhash.xxh3_128()
+    h.update(_canonical(_mask(c.data, c.secret_paths)))
+    h.update(_canonical([__version__, load_schema(), backend_types()]))
+    return h.hexdigest()
+
+
+def _validated_cache(c: Composed) -> Path:
+    return c.sources.project_dir / ".mlspec" / "cache" / "validated.json"
+
+
+def validate_cached(c: Composed) -> list[Diagnostic]:
+    """validate_composed(), remembering specs that passed: re-planning an unchanged large spec skips the
+    schema and semantic checks (half of a no-op plan at 2,000 steps). `mlspec validate` always checks."""
+    import json
+
+    key = _validation_key(c)
+    path = _validated_cache(c)
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = []
+    if key in known:
+        return []
+    diags = validate_composed(c)
+    if not diags:
+        from mlspec.storage import atomic_write_local
+
+        try:
+            atomic_write_local(path, json.dumps(([key] + [k for k in known if k != key])[:VALIDATED_KEEP]).encode(),
+                               durable=False)
+        except OSError:
+            pass  # a read-only project still works, only slower
+    return diags
+
+
 def load_spec(project_dir: str | Path = ".", spec_file: str | None = None, overrides: Sequence[str] = (),
               *, check_imports: bool = False) -> Spec:
     """Compose, validate and build the Spec; raises SpecError listing every problem."""
     c = compose(project_dir, spec_file, overrides)
-    diags = validate_composed(c)
+    diags = validate_cached(c)
     if diags:
         raise SpecError(diags)
     spec = build_spec(c.data, project_dir=c.sources.project_dir, spec_file=c.spec_file,

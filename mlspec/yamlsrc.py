@@ -24,7 +24,25 @@ except AttributeError:  # pragma: no cover - depends on the PyYAML build
 
 
 class _Loader(_Base):
-    """YAML as OmegaConf reads it (so Hydra and our fast path agree): `1e-3` is a float, dates stay strings."""
+    """YAML as OmegaConf reads it (so Hydra and our fast path agree): `1e-3` is a float, dates stay strings.
+
+    While constructing, it notices duplicate or null keys (``suspect``); only then does parse_yaml walk
+    the node tree to report them with their positions.
+    """
+
+    suspect = False
+
+    def construct_mapping(self, node, deep=False):
+        if not self.suspect:
+            keys = set()
+            for knode, _ in node.value:
+                if not isinstance(knode, yaml.ScalarNode) or knode.tag == "tag:yaml.org,2002:merge":
+                    continue
+                if knode.tag == "tag:yaml.org,2002:null" or knode.value in keys:
+                    self.suspect = True
+                    break
+                keys.add(knode.value)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -51,13 +69,31 @@ Path_ = tuple  # a key path: ("steps", "train", "params", "C") or ("steps", "x",
 
 @dataclass
 class YamlSource:
-    """A parsed YAML file: its data and the (line, column) of every key and value (1-based)."""
+    """A parsed YAML file: its data and the (line, column) of every key and value (1-based).
+
+    Positions are computed from the node tree on first use: a valid spec never needs them.
+    """
 
     file: str  # as shown to the user (relative to the project when possible)
     data: Any
-    key_marks: dict = field(default_factory=dict)
-    value_marks: dict = field(default_factory=dict)
     text: str = ""
+    root: Any = field(default=None, repr=False)  # the YAML node tree
+    _marks: tuple | None = field(default=None, repr=False)
+
+    def _ensure_marks(self) -> tuple:
+        if self._marks is None:
+            self._marks = ({}, {})
+            if self.root is not None:
+                _walk(self.root, (), self, [])
+        return self._marks
+
+    @property
+    def key_marks(self) -> dict:
+        return self._ensure_marks()[0]
+
+    @property
+    def value_marks(self) -> dict:
+        return self._ensure_marks()[1]
 
     def locate(self, path: Path_, prefer_key: bool = False) -> tuple[int, int] | None:
         """Position of the longest prefix of ``path`` present in this file."""
@@ -150,8 +186,11 @@ def parse_yaml(text: str, file: str, *, require_mapping: bool = True) -> YamlSou
         try:
             node = loader.get_single_node()
             if node is not None:
-                _walk(node, (), src, diags)
+                src.root = node
                 src.data = loader.construct_document(node)
+                if loader.suspect:  # duplicate or null keys somewhere: walk now to report them
+                    src._marks = ({}, {})
+                    _walk(node, (), src, diags)
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
