@@ -111,7 +111,7 @@ def direct(proj: Path, overrides=()) -> list[Diagnostic]:
 def check_text(code: int, out: str, err: str, ctx: str) -> None:
     assert code in (0, 1), f"exit {code}\n{out}{err}\n--- input ---\n{ctx}"
     text = out + err
-    assert "Traceback" not in text and "internal error" not in text, f"{text}\n--- input ---\n{ctx}"
+    assert "Traceback (most recent call last)" not in text and "internal error" not in text, f"{text}\n--- input ---\n{ctx}"
     if code == 0:
         assert err == "" and out.startswith("Success! The spec is valid"), text
         return
