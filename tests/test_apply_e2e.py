@@ -185,3 +185,39 @@ steps:
     assert "done      step.flaky" in r.stdout
     assert "failed    step.slow  after" in r.stdout and "timed out after 2s" in r.stdout
     assert project.last_run()["steps"]["step.slow"]["duration"] < 15
+
+
+def test_fail_fast_stops_everything_at_the_first_failure(project):
+    spec = (project.root / "mlspec.yaml").read_text()
+    project.write("src/demo/slowside.py", "import time\ndef side(raw):\n    time.sleep(20)\n    return {'summary': {}}\n")
+    project.write("mlspec.yaml", spec.replace("run: demo.steps:train", "run: demo.steps:boom")
+                  .replace("run: demo.steps:side", "run: demo.slowside:side"))
+    r = project.apply("--fail-fast")
+    assert r.returncode == 1
+    run = project.last_run()
+    statuses = {a: s["status"] for a, s in run["steps"].items()}
+    assert "failed" in statuses.values()
+    assert statuses["step.side"] in ("cancelled", "not-run")  # the slow sibling was stopped, not finished
+    assert run["finished"] - run["started"] < 15
+
+
+def test_run_cache_is_shared_by_workspaces_on_one_store(project):
+    assert project.apply().returncode == 0
+    r = project.apply("++storage.workspace=staging")
+    assert r.returncode == 0, r.stderr
+    run = project.last_run()
+    assert {s["status"] for s in run["steps"].values()} == {"restored"}
+    assert (project.root / ".mlspec/state/staging.state.json").exists()
+
+
+def test_markdown_plan_stays_under_the_comment_limit(project):
+    lines = ["project: wide", "steps:"]
+    for i in range(1500):
+        lines.append(f"  a_very_long_step_name_to_fill_the_comment_{i:04d}: {{run: demo.steps:side, "
+                     f"inputs: {{raw: dataset.nums}}, outputs: [summary]}}")
+    lines += ["datasets:", "  nums: {uri: data/nums.csv}"]
+    project.write("mlspec.yaml", "\n".join(lines) + "\n")
+    r = project.run("plan", "--format", "markdown")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout) < 60_000
+    assert "more changes, cut to keep this comment under 60,000 characters" in r.stdout

@@ -1,0 +1,33 @@
+"""Backends are plugins: a missing or broken one is a one-line error with the install command."""
+
+from __future__ import annotations
+
+from conftest import run_cli
+
+
+def test_missing_backend_plugin_names_the_install_command(project):
+    spec = (project.root / "mlspec.yaml").read_text()
+    project.write("mlspec.yaml", spec.replace("run: demo.steps:side", "run: demo.steps:side\n    backend: docker"))
+    r = project.run("plan")
+    assert r.returncode == 1
+    assert "backend 'docker' is not installed (installed: local, ray)" in r.stderr
+    assert "install it: the docker backend is planned" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 3
+
+
+def test_broken_backend_plugin_is_reported_not_raised(project, tmp_path):
+    site = tmp_path / "site"
+    dist = site / "mlspec_broken-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mlspec-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[mlspec.backends]\nbroken = mlspec_broken_missing_module:Backend\n")
+    spec = (project.root / "mlspec.yaml").read_text()
+    project.write("mlspec.yaml", spec.replace("run: demo.steps:side", "run: demo.steps:side\n    backend: broken"))
+    env = {"PYTHONPATH": str(site)}
+    listed = project.run("backends", env=env)
+    assert listed.returncode == 0 and "broken" in listed.stdout and "mlspec-broken" in listed.stdout
+    r = project.run("plan", env=env)
+    assert r.returncode == 1
+    assert "backend 'broken' is installed but failed to load" in r.stderr
+    assert "ModuleNotFoundError" in r.stderr and "Traceback" not in r.stderr
