@@ -246,8 +246,8 @@ class Bench:
             self.cmds.append(f"# edit {stage}.scale in params.yaml, then:\n" + c.cmdline([self.dvc.bin, "repro"], dd))
         rows.append([f"one param changed (1 of {n} re-runs): apply wall", c.fmt_s(st.median), c.fmt_s(st.cpu), st.spread,
                      dcell, rcell, "", ""])
-        rows.append([f"  of which the re-run step's own time", c.fmt_s(own_med), "", "", "", "", "", ""])
-        rows.append([f"  apply minus the step's own time", c.fmt_s(net_med), "", "", "", "",
+        rows.append(["  of which the re-run step's own time", c.fmt_s(own_med), "", "", "", "", "", ""])
+        rows.append(["  apply minus the step's own time", c.fmt_s(net_med), "", "", "", "",
                      f"< {c.fmt_s(TARGET_PARAM_500)}", c.verdict(net_med < TARGET_PARAM_500)])
         note = "" if dvc500 or not self.dvc.ok else (
             f"\nDVC first full run of {n} stages skipped (--skip-dvc-500 or --quick): it takes many minutes here."

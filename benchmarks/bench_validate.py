@@ -62,7 +62,7 @@ def main() -> int:
             ratio_cell = f"{c.ratio(dst.median, st.median)} ({c.ratio(dst.cpu, st.cpu)})"
             cmds.append(c.cmdline(dcmd, dd))
         target = TARGET_1000 if n == 1000 else None
-        rows.append([f"mlspec validate", f"{n:,}", c.fmt_s(st.median), c.fmt_s(st.cpu), st.spread,
+        rows.append(["mlspec validate", f"{n:,}", c.fmt_s(st.median), c.fmt_s(st.cpu), st.spread,
                      c.fmt_ms(st.median / n, 2), dvc_cell, dvc_cpu, ratio_cell,
                      f"< {c.fmt_s(target)}" if target else "—",
                      c.verdict(st.median < target) if target else "—",

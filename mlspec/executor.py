@@ -15,7 +15,7 @@ from typing import Callable
 
 from mlspec.backends.api import Task, TaskResult, TaskStatus
 from mlspec.graph import StepInstance
-from mlspec.plan import Action, Verdict, decide
+from mlspec.plan import Verdict, decide
 from mlspec.spec import Secret
 
 POLL = 0.5

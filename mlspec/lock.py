@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import socket
@@ -15,21 +14,30 @@ from mlspec.storage import Location
 
 
 def _who() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
+    from mlspec.runs import who
+
+    w = who()
+    return f"{w['user']}@{w['host']}"
 
 
-def _pid_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("State:"):
+                    return "Z" not in line.split(":", 1)[1].split()[0]
         return True
-    return True
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 @dataclass
@@ -51,7 +59,7 @@ class LockInfo:
         """True when the holder is on this host and its process is gone; None when unknown (other host)."""
         if self.host != socket.gethostname() or not self.pid:
             return None
-        return not _pid_alive(self.pid)
+        return not process_alive(self.pid)
 
 
 class StateLock:

@@ -36,6 +36,7 @@ from typing import Callable, Mapping
 import pytest
 
 from mlspec.artifacts import ArtifactStore
+from mlspec.lock import process_alive  # noqa: F401  (re-exported for backend test suites)
 from mlspec.backends.api import Backend, Context, Requirement, Task, TaskResult, TaskStatus
 from mlspec.hashing import hash_bytes
 
@@ -152,26 +153,6 @@ def result_of(future: Future, timeout: float = 120.0) -> TaskResult:
     res = future.result(timeout=timeout)
     assert isinstance(res, TaskResult), f"the future resolved to {type(res).__name__}, not a TaskResult"
     return res
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("State:"):
-                    return "Z" not in line.split(":", 1)[1].split()[0]
-        return True
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

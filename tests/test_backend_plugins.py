@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from conftest import run_cli
 
 
 def test_missing_backend_plugin_names_the_install_command(project):

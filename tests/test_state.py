@@ -8,7 +8,7 @@ import pytest
 
 from mlspec.errors import LockedError, StateError
 from mlspec.lock import StateLock
-from mlspec.state import State, StateStore
+from mlspec.state import StateStore
 from mlspec.storage import Location
 
 

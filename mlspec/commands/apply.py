@@ -7,7 +7,6 @@ import shlex
 import signal
 import sys
 import time
-from pathlib import Path
 
 from mlspec.commands.plan import check_addresses, emit, load_planfile, preflight
 from mlspec.console import Console
