@@ -195,7 +195,7 @@ class BackendConformance:
 
     @pytest.fixture
     def backend(self, conformance_context):  # pragma: no cover - subclasses provide it
-        raise NotImplementedError("a BackendConformance subclass must provide the `backend` fixture")
+        pytest.fail(f"{type(self).__name__} must override the `backend` fixture (yield a started Backend)")
 
     # identity and health ----------------------------------------------------------------------------
     def test_describe_capacity_health(self, backend: Backend):
