@@ -37,12 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="root spec file, relative to the project directory (default: mlspec.yaml)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("--no-color", action="store_true", help="never colour the output")
+    parser.add_argument("-w", "--workspace", default=os.environ.get("MLSPEC_WORKSPACE") or None, metavar="NAME",
+                        help="state workspace (default: storage.workspace, or $MLSPEC_WORKSPACE)")
     # the same global options are accepted after the command too (`mlspec validate -f other.yaml`)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-C", dest="project_dir", default=argparse.SUPPRESS, metavar="DIR", help=argparse.SUPPRESS)
     common.add_argument("-f", "--file", default=argparse.SUPPRESS, metavar="FILE", help=argparse.SUPPRESS)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     common.add_argument("--no-color", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("-w", "--workspace", default=argparse.SUPPRESS, metavar="NAME", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("init", parents=[common], help="create a runnable project")
@@ -198,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == cmd and not getattr(args, attr, None):
             print(f"Error: `mlspec {cmd}` needs a subcommand: {choices} (see mlspec {cmd} --help)", file=sys.stderr)
             return EXIT_ERROR
+    if args.workspace and hasattr(args, "overrides"):
+        args.overrides = list(args.overrides or []) + [f"++storage.workspace={args.workspace}"]
     if isinstance(getattr(args, "address", None), list):
         # `state rm ADDR... key=value`: words that are not addresses are overrides
         words = args.address

@@ -208,6 +208,12 @@ def test_run_cache_is_shared_by_workspaces_on_one_store(project):
     run = project.last_run()
     assert {s["status"] for s in run["steps"].values()} == {"restored"}
     assert (project.root / ".mlspec/state/staging.state.json").exists()
+    # the same with the option (and its environment variable)
+    r = project.run("-w", "qa", "apply", "--auto-approve")
+    assert r.returncode == 0 and "restored" in r.stdout
+    r = project.run("state", "list", env={"MLSPEC_WORKSPACE": "qa"})
+    assert "step.prepare" in r.stdout
+    assert project.run("state", "list", "-w", "nope").stdout.startswith("No state yet")
 
 
 def test_markdown_plan_stays_under_the_comment_limit(project):

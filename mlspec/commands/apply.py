@@ -94,6 +94,10 @@ def run(args, console: Console) -> int:
     bundle = None
     if overrides and _is_planfile(overrides[0]):
         bundle = load_planfile(overrides[0])
+        ws = [o.split("=", 1)[1] for o in overrides[1:] if o.startswith("++storage.workspace=")]
+        if ws and ws[-1] != bundle["plan"]["workspace"]:
+            raise MlspecError(f"the plan was made for workspace '{bundle['plan']['workspace']}', not '{ws[-1]}'")
+        overrides = [overrides[0]] + [o for o in overrides[1:] if not o.startswith("++storage.workspace=")]
         if len(overrides) > 1:
             raise MlspecError("a saved plan is applied as it is: no overrides with a plan file",
                               hint=f"make a new plan: mlspec plan {' '.join(overrides[1:])} -o FILE")
