@@ -98,6 +98,7 @@ class Composed:
     secret_paths: frozenset  # key paths whose values are secret (interpolate ${secrets.*})
     choices: dict  # config group -> chosen option
     spec_file: Path
+    diagnostics: tuple = ()  # interpolations that failed (their keys hold None); reported with the rest
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -226,8 +227,9 @@ def compose(project_dir: str | os.PathLike = ".", spec_file: str | None = None,
     primary_entry = (primary, ())
     smap.sources = ([primary_entry] + group_sources) if _self_last is False else (group_sources + [primary_entry])
 
-    data, secret_paths = _to_data(cfg, smap)
+    data, secret_paths, interp_diags = _to_data(cfg, smap)
     return Composed(data=data, sources=smap, secret_paths=frozenset(secret_paths), choices=dict(choices),
+                    diagnostics=tuple(interp_diags),
                     spec_file=spec_path)
 
 
@@ -532,8 +534,12 @@ def _hydra_diag(exc: Exception, overrides: list[str], shown: str, primary: YamlS
     return Diagnostic(shown, 0, 0, "", "compose-error", msg)
 
 
-def _to_data(cfg, smap: SourceMap) -> tuple[dict, list]:
-    """Resolve interpolations into plain data; every failed interpolation is a located diagnostic."""
+def _to_data(cfg, smap: SourceMap) -> tuple[dict, list, list]:
+    """Resolve interpolations into plain data; every failed interpolation is a located diagnostic.
+
+    A failed interpolation's key is set to None so that the rest of the spec can still be checked and
+    the user sees every problem at once; the diagnostics come back with the data.
+    """
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -541,7 +547,7 @@ def _to_data(cfg, smap: SourceMap) -> tuple[dict, list]:
     interp: list[tuple] = []
     _find_interpolations(raw, (), interp)
     if not interp:
-        return raw, []
+        return raw, [], []
     secret_paths = [p for p, s in interp if _SECRET_REF.search(s)]
     # ${inputs.X}, ${outputs.X}, ${params.X} in a step's cmd are filled in at run time, not by OmegaConf
     kept = []
@@ -562,9 +568,20 @@ def _to_data(cfg, smap: SourceMap) -> tuple[dict, list]:
             node_parent[path[-1]]  # resolves this interpolation
         except OmegaConfBaseException as exc:
             diags.append(_interp_diag(exc, path, text, smap))
-    if diags:
-        raise SpecError(diags)
-    return OmegaConf.to_container(cfg, resolve=True), secret_paths
+    failed = {format_path(p) for p, _t in interp} & {d.path for d in diags}
+    for path, _text in interp:
+        if format_path(path) in failed:
+            parent = cfg
+            for part in path[:-1]:
+                parent = parent[part]
+            parent[path[-1]] = None
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:
+        if diags:
+            raise SpecError(diags) from None
+        raise
+    return data, secret_paths, diags
 
 
 def _interp_diag(exc, path, text, smap: SourceMap) -> Diagnostic:

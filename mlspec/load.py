@@ -26,7 +26,14 @@ def validate_composed(c: Composed) -> list[Diagnostic]:
     semantic = semantic_diagnostics(c.data, c.sources, backend_types())
     # where both speak about one key, the semantic check says it better (it knows the grammar)
     covered = {d.path for d in semantic}
-    return sorted(set(semantic) | {d for d in schema if d.path not in covered})
+    found = set(semantic) | {d for d in schema if d.path not in covered}
+    # a key whose interpolation failed holds None: its own diagnostic says why, drop the echoes
+    failed = [d.path for d in c.diagnostics]
+
+    def echoes(d: Diagnostic) -> bool:
+        return any(d.path == p or d.path.startswith((p + ".", p + "[")) for p in failed)
+
+    return sorted(set(c.diagnostics) | {d for d in found if not echoes(d)})
 
 
 VALIDATED_KEEP = 32
