@@ -16,8 +16,11 @@ from mlspec.storage import Location
 
 
 def new_run_id(now: float | None = None) -> str:
-    t = time.gmtime(now or time.time())
-    return time.strftime("r%Y%m%d-%H%M%S-", t) + secrets.token_hex(3)
+    """``rYYYYMMDD-HHMMSS-MMMxxx``: MMM is the millisecond in hex, so ids sort in time order even when two
+    applies start within one second (runs list, latest run, crashed-run recovery rely on that)."""
+    now = time.time() if now is None else now
+    ms = int((now % 1) * 1000)
+    return time.strftime("r%Y%m%d-%H%M%S-", time.gmtime(now)) + f"{ms:03x}" + secrets.token_hex(2)[:3]
 
 
 def git_info(project_dir: Path) -> dict:

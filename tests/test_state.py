@@ -106,3 +106,10 @@ def test_unlock_needs_confirmation_or_force(project):
     r = project.run("state", "unlock", info.id, "--force")
     assert r.returncode == 0
     assert project.apply().returncode == 0
+
+
+def test_run_ids_sort_in_time_order_within_a_second():
+    from mlspec.runs import new_run_id
+
+    ids = [new_run_id(1_700_000_000 + ms / 1000) for ms in range(0, 1000, 7)]
+    assert ids == sorted(ids)
