@@ -30,7 +30,7 @@ class Facts:
     datasets: dict = field(default_factory=dict)  # "dataset.X" -> {"hash", "size", "uri"}
     code: dict = field(default_factory=dict)  # step name -> {relpath or "module:x": hash}
     secrets: dict = field(default_factory=dict)  # step name -> {param: keyed fingerprint}
-    runcache: dict = field(default_factory=dict)  # fingerprint -> run-cache entry (outputs, metrics)
+    runcache: Mapping = field(default_factory=dict)  # fingerprint -> run-cache entry (outputs, metrics)
 
     def to_dict(self) -> dict:
         return {"datasets": self.datasets, "code": self.code}
@@ -194,7 +194,7 @@ def gather(spec: Spec, used_datasets: set, *, cache: HashCache, key: str, runcac
 
     roots = [Path(p) for p in code_paths(spec.project_dir)]
     scanner = CodeScanner(spec.project_dir, roots, cache)
-    facts = Facts(runcache=dict(runcache or {}))
+    facts = Facts(runcache=runcache if runcache is not None else {})
     for name in sorted(used_datasets):
         ds = spec.datasets[name]
         facts.datasets[ds.address] = dataset_fact(spec, ds, cache)

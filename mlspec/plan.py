@@ -283,15 +283,15 @@ def decide(inst: StepInstance, record: Mapping | None, facts: Facts, known: Mapp
 
 
 # --- the plan -------------------------------------------------------------------------------------
+def matches(address: str, pattern: str) -> bool:
+    """``step.train`` names every instance of train; ``step.train[C=0.1]`` names one."""
+    return address == pattern or ("[" not in pattern and address.split("[", 1)[0] == pattern)
+
+
 def select_targets(instances: list[StepInstance], targets: Iterable[str]) -> set[str]:
     """Instance addresses matching the targets plus everything they need upstream."""
     by_addr = {i.address: i for i in instances}
-    wanted = set()
-    for t in targets:
-        base = t.split("[", 1)[0]
-        for i in instances:
-            if i.address == t or (("[" not in t) and i.address.split("[", 1)[0] == base):
-                wanted.add(i.address)
+    wanted = {i.address for t in targets for i in instances if matches(i.address, t)}
     todo = list(wanted)
     while todo:
         inst = by_addr[todo.pop()]
@@ -307,9 +307,7 @@ def make_plan(spec: Spec, state: State, facts: Facts, *, targets: Iterable[str] 
     instances = instances if instances is not None else expand(spec)
     targets, replace = tuple(targets), tuple(replace)
     selected = select_targets(instances, targets) if targets else {i.address for i in instances}
-    forced = select_targets(instances, replace) & selected if replace else set()
-    forced = {a for a in forced if any(a == r or ("[" not in r and a.split("[", 1)[0] == r.split("[", 1)[0])
-                                       for r in replace)}
+    forced = {a for a in selected if any(matches(a, r) for r in replace)}
     changes: list[ResourceChange] = []
     used_datasets = set()
     for inst in instances:

@@ -58,8 +58,7 @@ class Project:
         used = {r.resource.split(".", 1)[1] for i in instances if i.address in selected for r in i.inputs
                 if r.kind == "dataset"}
         facts = gather(self.spec, used, cache=self.cache, key=state.fingerprint_key,
-                       runcache=None)
-        facts.runcache = RunCacheView(self.artifacts)
+                       runcache=RunCacheView(self.artifacts))
         self.cache.save()
         return facts
 

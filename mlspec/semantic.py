@@ -234,17 +234,27 @@ class _Checker:
                                  f"${{{group}.{key}}} in cmd: step '{name}' has no {group[:-1]} '{key}'"
                                  + did_you_mean(key, list(map(str, table))))
 
+    def input_refs(self, name: str) -> list:
+        """The parsed addresses of a step's inputs (unparsable ones are reported by check_ref)."""
+        if not hasattr(self, "_input_refs"):
+            self._input_refs = {}
+            for n, step in self.steps.items():
+                refs = []
+                for ref in _m(_m(step).get("inputs")).values():
+                    try:
+                        if isinstance(ref, str):
+                            refs.append(parse_address(ref))
+                    except ValueError:
+                        pass
+                self._input_refs[n] = refs
+        return self._input_refs[name]
+
+    def step_deps(self) -> dict:
+        return {n: {a.name for a in self.input_refs(n) if a.kind == "step" and a.name in self.steps}
+                for n in self.steps}
+
     def check_cycles(self):
-        deps: dict[str, set] = {}
-        for name, step in self.steps.items():
-            deps[name] = set()
-            for ref in _m(_m(step).get("inputs")).values():
-                try:
-                    a = parse_address(ref) if isinstance(ref, str) else None
-                except ValueError:
-                    a = None
-                if a and a.kind == "step" and a.name in self.steps:
-                    deps[name].add(a.name)
+        deps = self.step_deps()
         import graphlib
 
         try:
@@ -264,12 +274,8 @@ class _Checker:
         for name in ts.static_order():
             step = _m(self.steps[name])
             inherited: set = set()
-            for ref in _m(step.get("inputs")).values():
-                try:
-                    a = parse_address(ref) if isinstance(ref, str) else None
-                except ValueError:
-                    a = None
-                if a and a.kind == "step" and a.name in coords and not a.selector:
+            for a in self.input_refs(name):
+                if a.kind == "step" and a.name in coords and not a.selector:
                     inherited |= coords[a.name]
             own = set(_m(step.get("matrix")))
             for k in sorted(own & inherited, key=str):
@@ -396,29 +402,14 @@ class _Checker:
         carried: dict[str, dict] = {}
         import graphlib
 
-        deps = {n: set() for n in self.steps}
-        for n, st in self.steps.items():
-            for ref in _m(_m(st).get("inputs")).values():
-                try:
-                    a = parse_address(ref) if isinstance(ref, str) else None
-                except ValueError:
-                    a = None
-                if a and a.kind == "step" and a.name in self.steps:
-                    deps[n].add(a.name)
         try:
-            order = list(graphlib.TopologicalSorter(deps).static_order())
+            order = list(graphlib.TopologicalSorter(self.step_deps()).static_order())
         except graphlib.CycleError:
             return  # reported as a cycle
         for n in order:
             st = _m(self.steps[n])
             mine: dict = {}
-            for ref in _m(st.get("inputs")).values():
-                try:
-                    a = parse_address(ref) if isinstance(ref, str) else None
-                except ValueError:
-                    continue
-                if a is None:
-                    continue
+            for a in self.input_refs(n):
                 if a.kind == "dataset" and a.name in restricted:
                     mine.setdefault(a.name, [f"dataset.{a.name}", f"step.{n}"])
                 elif a.kind == "step" and a.name in carried:

@@ -17,10 +17,12 @@ PLANFILE_FORMAT = 1
 
 
 def check_addresses(project: Project, instances, addrs, flag: str) -> None:
+    from mlspec.plan import matches
+
     known = {i.address for i in instances}
     bases = {a.split("[", 1)[0] for a in known}
     for a in addrs:
-        if a in known or ("[" not in a and a in bases):
+        if any(matches(k, a) for k in known):
             continue
         raise MlspecError(f"{flag} {a}: no such step or step instance{did_you_mean(a, sorted(known | bases))}",
                           hint="addresses look like step.train or step.train[C=0.1]; see `mlspec graph`")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 
 from mlspec.console import Console
 from mlspec.errors import MlspecError, StateError, did_you_mean
@@ -74,24 +75,24 @@ def _show(args, console, project: Project) -> int:
     return 0
 
 
+@contextmanager
 def _locked(project: Project, op: str):
+    """Hold the state lock for a state command; released on every exit path."""
     project.lock.acquire(op)
-    return project.lock
-
-
+    try:
+        yield
+    finally:
+        project.lock.release()
 
 
 def _rm(args, console, project: Project) -> int:
-    lock = _locked(project, "state rm")
-    try:
+    with _locked(project, "state rm"):
         st = project.read_state()
         for addr in args.address:
             _get(st, addr)
         for addr in args.address:
             st.resources.pop(addr)
         st = project.store.write(st)
-    finally:
-        lock.release()
     console.print(f"Removed {len(args.address)} resource(s) from the state (serial {st.serial}); their artifacts "
                   "stay in the store. The next plan treats them as new.")
     return 0
@@ -114,8 +115,7 @@ def _push(args, console, project: Project) -> int:
                     resources=dict(doc["resources"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise StateError(f"{args.path} is not a state document ({exc})") from None
-    lock = _locked(project, "state push")
-    try:
+    with _locked(project, "state push"):
         cur = project.read_state()
         if cur.exists and not args.force:
             if new.lineage != cur.lineage:
@@ -126,15 +126,12 @@ def _push(args, console, project: Project) -> int:
                                  hint="pull, edit and push the current state, or pass --force")
         new.serial = cur.serial if cur.exists else 0
         st = project.store.write(new)
-    finally:
-        lock.release()
     console.print(f"Pushed the state: serial {st.serial}, {len(st.resources)} resources.")
     return 0
 
 
 def _restore(args, console, project: Project) -> int:
-    lock = _locked(project, "state restore")
-    try:
+    with _locked(project, "state restore"):
         old = project.store.read_serial(args.serial)
         raw = project.store.loc.read_bytes(project.store.doc_name)
         cur_serial = old.serial
@@ -145,8 +142,6 @@ def _restore(args, console, project: Project) -> int:
                 cur_serial = max(project.store.history_serials() + [old.serial])
         old.serial = max(cur_serial, max(project.store.history_serials() + [0]))
         st = project.store.write(old)
-    finally:
-        lock.release()
     console.print(f"Restored serial {args.serial} as serial {st.serial} ({len(st.resources)} resources).")
     return 0
 
