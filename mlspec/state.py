@@ -16,7 +16,10 @@ starts and when it ends. Readers (plan) see document + journal without writing a
 from __future__ import annotations
 
 import json
+import re
 import secrets as _secrets
+import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -27,6 +30,119 @@ from mlspec.storage import Location
 
 STATE_FORMAT_VERSION = 1
 HISTORY_KEEP = 50
+
+# --- non-finite numbers --------------------------------------------------------------------------------
+# JSON has no NaN or Infinity. A metric (or any other recorded number) that is not finite is stored as the
+# string "nan", "inf" or "-inf", and metrics are read back as the float. Metrics are always numbers, so a
+# string there is unambiguous. (docs/state.md, "Numbers that are not finite")
+NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
+def json_safe(obj):
+    """``obj`` with every non-finite float replaced by "nan", "inf" or "-inf"; the same object if none."""
+    if isinstance(obj, float):
+        if obj != obj:
+            return "nan"
+        if obj in (float("inf"), float("-inf")):
+            return "inf" if obj > 0 else "-inf"
+        return obj
+    if isinstance(obj, dict):
+        out = None
+        for k, v in obj.items():
+            nv = json_safe(v)
+            if nv is not v:
+                if out is None:
+                    out = dict(obj)
+                out[k] = nv
+        return obj if out is None else out
+    if isinstance(obj, (list, tuple)):
+        items = [json_safe(v) for v in obj]
+        return obj if all(a is b for a, b in zip(items, obj)) else items
+    return obj
+
+
+def read_metrics(metrics):
+    """Recorded metrics as numbers: "nan", "inf" and "-inf" become floats again."""
+    if not isinstance(metrics, dict):
+        return metrics
+    if not any(isinstance(v, str) for v in metrics.values()):
+        return metrics
+    return {k: NONFINITE.get(v, v) if isinstance(v, str) else v for k, v in metrics.items()}
+
+
+def _read_record(rec: dict) -> dict:
+    if isinstance(rec.get("metrics"), dict):
+        m = read_metrics(rec["metrics"])
+        if m is not rec["metrics"]:
+            rec = dict(rec, metrics=m)
+    return rec
+
+
+def read_resources(resources: dict) -> dict:
+    """Recorded resources as read from a file: their metrics as numbers again."""
+    return {a: _read_record(r) for a, r in resources.items()}
+
+
+def _sorted(obj):
+    """Dicts with sorted keys, recursively (for stable, diffable files)."""
+    if isinstance(obj, dict):
+        return {k: _sorted(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [_sorted(v) for v in obj]
+    return obj
+
+
+# --- shape checks: what a reader needs of each file before it trusts it ---------------------------------
+# Small functions, one per record type, that return the first problem found (or ""). Keep them that way:
+# they are meant to be replaced by typed records and JSON Schemas.
+def _kind(v) -> str:
+    return {type(None): "null", list: "a list", dict: "an object", str: "a string", bool: "a boolean"}.get(
+        type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
+
+
+def check_fields(doc, fields: dict) -> str:
+    """``fields`` maps a key to a type (or tuple of types); a missing or mistyped key is the problem."""
+    if not isinstance(doc, dict):
+        return f"it holds {_kind(doc)}, not a JSON object"
+    for key, types in fields.items():
+        if key not in doc:
+            return f"it has no '{key}'"
+        v = doc[key]
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in (types if isinstance(types, tuple)
+                                                                                else (types,))):
+            return f"its '{key}' is {_kind(v)}"
+    return ""
+
+
+def state_doc_problem(doc) -> str:
+    problem = check_fields(doc, {"lineage": str, "serial": int, "resources": dict})
+    if problem:
+        return problem
+    if doc["serial"] < 0:
+        return "its 'serial' is negative"
+    for key in ("workspace", "project", "fingerprint_key"):
+        if key in doc and not isinstance(doc[key], str):
+            return f"its '{key}' is {_kind(doc[key])}"
+    for addr, rec in doc["resources"].items():
+        if not isinstance(rec, dict):
+            return f"its resource {addr} is {_kind(rec)}, not an object"
+    return ""
+
+
+def journal_entry_problem(entry) -> str:
+    problem = check_fields(entry, {"lineage": str, "seq": int, "address": str})
+    if problem:
+        return problem
+    if entry.get("remove") is True:
+        return ""
+    if not isinstance(entry.get("record"), dict):
+        return f"its 'record' is {_kind(entry.get('record'))}, not an object"
+    return ""
+
+
+def _checksum_ok(doc: dict) -> bool:
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    return doc.get("checksum") == hash_bytes(canonical_json(body))
 
 
 @dataclass
@@ -41,23 +157,30 @@ class State:
     exists: bool = True  # False for the empty state of a workspace never applied
 
     def to_doc(self) -> dict:
+        """The document as written: the serial near the top (a truncated file still tells its serial),
+        non-finite numbers as strings, the checksum over the canonical form of everything else."""
         doc = {"format_version": self.format_version, "lineage": self.lineage, "serial": self.serial,
                "workspace": self.workspace, "project": self.project, "fingerprint_key": self.fingerprint_key,
-               "resources": {k: self.resources[k] for k in sorted(self.resources)}}
+               "resources": _sorted(json_safe(self.resources))}
         doc["checksum"] = hash_bytes(canonical_json(doc))
         return doc
 
     @classmethod
-    def from_doc(cls, doc: Mapping, where: str) -> "State":
-        body = {k: v for k, v in doc.items() if k != "checksum"}
-        if doc.get("checksum") != hash_bytes(canonical_json(body)):
-            raise ValueError("checksum mismatch")
+    def from_doc(cls, doc, where: str) -> "State":
+        """Raises ValueError (the problem) for a document that cannot be trusted, StateError for another format."""
+        if not isinstance(doc, dict):
+            raise ValueError(f"it holds {_kind(doc)}, not a JSON object")
+        if not _checksum_ok(doc):
+            raise ValueError("it fails its checksum (edited, or damaged)")
         if doc.get("format_version") != STATE_FORMAT_VERSION:
             raise StateError(f"state at {where} has format_version {doc.get('format_version')}; this mlspec "
                              f"reads version {STATE_FORMAT_VERSION}", hint="upgrade mlspec")
-        return cls(lineage=doc["lineage"], serial=int(doc["serial"]), workspace=doc.get("workspace", "default"),
+        problem = state_doc_problem(doc)
+        if problem:
+            raise ValueError(problem)
+        return cls(lineage=doc["lineage"], serial=doc["serial"], workspace=doc.get("workspace", "default"),
                    project=doc.get("project", ""), fingerprint_key=doc.get("fingerprint_key", ""),
-                   resources=dict(doc.get("resources") or {}))
+                   resources=read_resources(doc["resources"]))
 
     @classmethod
     def new(cls, workspace: str, project: str, lineage: str | None = None, key: str | None = None) -> "State":
@@ -65,19 +188,44 @@ class State:
                    fingerprint_key=key or _secrets.token_hex(16), exists=False)
 
 
+def _loose_serial(raw: bytes) -> int | None:
+    """The serial a damaged document claims, if it still says one (never trusted for anything but a floor)."""
+    found = [int(m) for m in re.findall(rb'"serial"\s*:\s*(\d{1,18})', raw or b"")]
+    return max(found) if found else None
+
+
 class StateStore:
     """Reads and writes one workspace's state through fsspec."""
 
-    def __init__(self, location: Location, workspace: str = "default"):
+    def __init__(self, location: Location, workspace: str = "default", warn=None):
         self.loc = location
         self.ws = workspace
         self.doc_name = f"{workspace}.state.json"
         self.history = f"{workspace}.history"
         self.journal = f"{workspace}.journal"
+        self._warn = warn
+        self._warned: set = set()
 
     @property
     def where(self) -> str:
         return self.loc.join(self.doc_name)
+
+    def warn(self, message: str) -> None:
+        """A one-line warning on stderr, once per store."""
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        if self._warn is not None:
+            self._warn(message)
+        else:
+            print(f"Warning: {message}", file=sys.stderr, flush=True)
+
+    def restore_hint(self) -> str:
+        serials = self.history_serials()
+        if serials:
+            return f"restore the last good copy: mlspec state restore {serials[-1]}"
+        return (f"no earlier serial is kept: move {self.where} away to start afresh (every step runs again), "
+                "or push a good copy with `mlspec state push --force FILE`")
 
     # --- reading ------------------------------------------------------------------------------
     def _read_doc(self) -> State | None:
@@ -86,50 +234,72 @@ class StateStore:
             return None
         try:
             return State.from_doc(json.loads(raw), self.where)
-        except StateError:
-            raise
-        except (ValueError, KeyError, TypeError):
-            serials = self.history_serials()
-            hint = (f"restore the last good copy: mlspec state restore {serials[-1]}" if serials
-                    else "no earlier serial is kept; move the file away to start afresh")
-            raise StateError(f"state at {self.where} is corrupt (it fails its checksum or is not JSON)",
-                             hint=hint) from None
+        except ValueError as exc:  # json's errors are ValueErrors too
+            problem = "it is not JSON (truncated?)" if isinstance(exc, json.JSONDecodeError) or \
+                isinstance(exc, UnicodeDecodeError) else str(exc)
+            raise StateError(f"state at {self.where} is corrupt: {problem}", hint=self.restore_hint()) from None
+
+    def _journal_files(self) -> list[str]:
+        return sorted(n for n in self.loc.list(self.journal) if n.endswith(".json") and n[:-5].isdigit())
+
+    def _journal_entry(self, name: str) -> tuple[dict | None, str]:
+        """One journal entry and "", or None and what is wrong with it."""
+        raw = self.loc.read_bytes(f"{self.journal}/{name}")
+        if raw is None:
+            return None, "it vanished while being read"
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            return None, "it is not JSON (torn by a crash?)"
+        problem = journal_entry_problem(entry)
+        if problem:
+            return None, problem
+        if not _checksum_ok(entry):
+            return None, "it fails its checksum (torn, or edited)"
+        return entry, ""
+
+    def _journal(self) -> list[dict]:
+        """Every trustworthy journal entry, in order. The last entry may be torn by a crash: it is skipped with
+        a warning (that step runs again). A damaged entry before it is an error: the steps after it depend on
+        it, so the journal cannot be replayed past it."""
+        names = self._journal_files()
+        entries = []
+        for i, name in enumerate(names):
+            entry, problem = self._journal_entry(name)
+            if entry is not None:
+                entries.append(entry)
+                continue
+            path = self.loc.join(self.journal, name)
+            if i == len(names) - 1:
+                self.warn(f"skipped the last journal entry {path}: {problem}; the step it recorded "
+                          "will run again")
+                continue
+            raise StateError(f"journal entry {path} is corrupt: {problem}",
+                             hint=f"it records one finished step; delete it and that step runs again on the next "
+                                  f"apply: rm {path}")
+        return entries
 
     def journal_entries(self, lineage: str) -> list[dict]:
-        entries = []
-        for name in self.loc.list(self.journal):
-            if not name.endswith(".json"):
-                continue
-            raw = self.loc.read_bytes(f"{self.journal}/{name}")
-            try:
-                entry = json.loads(raw)
-                body = {k: v for k, v in entry.items() if k != "checksum"}
-                if entry.get("checksum") != hash_bytes(canonical_json(body)):
-                    continue  # torn or foreign: never trust it
-            except (ValueError, TypeError):
-                continue
-            if entry.get("lineage") == lineage:
-                entries.append(entry)
+        entries = [e for e in self._journal() if e["lineage"] == lineage]
         entries.sort(key=lambda e: e["seq"])
         return entries
 
     def read(self, project: str = "") -> State:
         """The effective state (document + journal), or a fresh empty one. Writes nothing."""
         st = self._read_doc()
+        journal = self._journal()
         if st is None:
             st = State.new(self.ws, project)
             # a crash before the first compaction leaves only journal entries: recover them
-            orphans = [n for n in self.loc.list(self.journal) if n.endswith(".json")]
-            if orphans:
-                first = json.loads(self.loc.read_bytes(f"{self.journal}/{orphans[0]}") or b"{}")
-                if first.get("lineage"):
-                    st.lineage = first["lineage"]
-                    st.fingerprint_key = first.get("fingerprint_key", st.fingerprint_key)
-        for entry in self.journal_entries(st.lineage):
-            if entry.get("remove"):
+            if journal:
+                st.lineage = journal[0]["lineage"]
+                key = journal[0].get("fingerprint_key")
+                st.fingerprint_key = key if isinstance(key, str) and key else st.fingerprint_key
+        for entry in sorted((e for e in journal if e["lineage"] == st.lineage), key=lambda e: e["seq"]):
+            if entry.get("remove") is True:
                 st.resources.pop(entry["address"], None)
             else:
-                st.resources[entry["address"]] = entry["record"]
+                st.resources[entry["address"]] = _read_record(entry["record"])
         return st
 
     def history_serials(self) -> list[int]:
@@ -147,24 +317,51 @@ class StateStore:
                 return cur
             raise StateError(f"no kept state with serial {serial}",
                              hint=f"kept serials: {', '.join(map(str, self.history_serials())) or 'none'}")
+        where = self.loc.join(self.history, f"{serial}.json")
         try:
-            return State.from_doc(json.loads(raw), f"{self.history}/{serial}.json")
-        except (ValueError, KeyError, TypeError):
-            raise StateError(f"kept state serial {serial} is corrupt too") from None
+            return State.from_doc(json.loads(raw), where)
+        except ValueError as exc:
+            others = [s for s in self.history_serials() if s != serial]
+            raise StateError(f"kept state {where} is corrupt too: "
+                             f"{'it is not JSON' if isinstance(exc, json.JSONDecodeError) else exc}",
+                             hint=f"other kept serials: {', '.join(map(str, others)) or 'none'}") from None
+
+    def highest_serial(self, current: bytes | None = None) -> int:
+        """The highest serial any document of this workspace is known to have had: kept ones, the current one
+        (even a damaged one, if it still says), and damaged ones set aside. A new document goes above it."""
+        known = self.history_serials()
+        if current is None:
+            current = self.loc.read_bytes(self.doc_name) or b""
+        cur = _loose_serial(current)
+        if cur is not None:
+            known.append(cur)
+        for n in self.loc.list(self.history):
+            if n.startswith("corrupt-") and n.split("-")[1].isdigit():
+                known.append(int(n.split("-")[1]))
+        return max(known, default=0)
 
     # --- writing (callers hold the lock) ------------------------------------------------------
-    def write(self, st: State) -> State:
-        """Write ``st`` as the next serial; keep the current document in history; clear the journal."""
+    def write(self, st: State, floor: int = 0) -> State:
+        """Write ``st`` as the next serial; keep the current document in history; clear the journal.
+
+        The new serial is above every serial this workspace has had (and above ``floor``), so a serial is never
+        reused: a saved plan made against a replaced document is refused as stale."""
         cur_raw = self.loc.read_bytes(self.doc_name)
         if cur_raw is not None:
             try:
                 cur = json.loads(cur_raw)
-                self.loc.write_bytes(f"{self.history}/{int(cur['serial'])}.json", cur_raw)
-            except (ValueError, KeyError, TypeError):
-                pass  # a corrupt current document is not worth keeping
-        st.serial += 1
+                problem = state_doc_problem(cur)
+            except ValueError:
+                cur, problem = None, "not JSON"
+            if not problem:
+                self.loc.write_bytes(f"{self.history}/{cur['serial']}.json", cur_raw)
+            else:  # a damaged document is set aside for inspection, under a name no restore lists
+                claimed = _loose_serial(cur_raw)
+                self.loc.write_bytes(f"{self.history}/corrupt-{claimed if claimed is not None else 'x'}-"
+                                     f"{int(time.time())}.json", cur_raw)
+        st.serial = max(st.serial, self.highest_serial(cur_raw), floor) + 1
         st.exists = True
-        self.loc.write_bytes(self.doc_name, json.dumps(st.to_doc(), indent=1, sort_keys=True).encode())
+        self.loc.write_bytes(self.doc_name, json.dumps(st.to_doc(), indent=1).encode())
         for name in self.loc.list(self.journal):
             self.loc.delete(f"{self.journal}/{name}")
         serials = self.history_serials()
@@ -178,7 +375,7 @@ class StateStore:
         if record is None:
             entry["remove"] = True
         else:
-            entry["record"] = record
+            entry["record"] = json_safe(record)
         entry["checksum"] = hash_bytes(canonical_json(entry))
         self.loc.write_bytes(f"{self.journal}/{seq:09d}.json", canonical_json(entry))
         if record is None:

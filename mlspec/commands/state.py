@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from mlspec.console import Console
 from mlspec.errors import MlspecError, StateError, did_you_mean
 from mlspec.project import Project
-from mlspec.state import State
+from mlspec.runs import RunStore
+from mlspec.state import State, json_safe, read_resources, state_doc_problem
 
 
 def _project(args) -> Project:
@@ -58,7 +59,7 @@ def _get(st: State, addr: str) -> dict:
 def _show(args, console, project: Project) -> int:
     rec = _get(project.read_state(), args.address)
     if args.format == "json":
-        console.print(json.dumps(rec, indent=2, sort_keys=True))
+        console.print(json.dumps(json_safe(rec), indent=2, sort_keys=True))
         return 0
     console.print(f"# {args.address}")
     for key in ("kind", "status", "verdict", "fingerprint", "run_id", "duration", "hash", "size", "uri"):
@@ -71,7 +72,7 @@ def _show(args, console, project: Project) -> int:
     for name, out in sorted((rec.get("outputs") or {}).items()):
         console.print(f"outputs.{name} = {out.get('hash')} ({out.get('size')} bytes, {out.get('format')})")
     for name, v in sorted((rec.get("metrics") or {}).items()):
-        console.print(f"metrics.{name} = {v}")
+        console.print(f"metrics.{name} = {v}")  # a non-finite metric prints as nan, inf or -inf
     return 0
 
 
@@ -102,7 +103,7 @@ def _pull(args, console, project: Project) -> int:
     st = project.read_state()
     if not st.exists and not st.resources:
         raise StateError("no state yet: nothing has been applied in this workspace")
-    console.print(json.dumps(st.to_doc(), indent=1, sort_keys=True))
+    console.print(json.dumps(st.to_doc(), indent=1))
     return 0
 
 
@@ -110,13 +111,21 @@ def _push(args, console, project: Project) -> int:
     raw = sys.stdin.read() if args.path == "-" else open(args.path, encoding="utf-8").read()
     try:
         doc = json.loads(raw)
-        new = State(lineage=doc["lineage"], serial=int(doc["serial"]), workspace=doc.get("workspace", "default"),
-                    project=doc.get("project", ""), fingerprint_key=doc.get("fingerprint_key", ""),
-                    resources=dict(doc["resources"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StateError(f"{args.path} is not a state document ({exc})") from None
+    except ValueError:
+        raise StateError(f"{args.path} is not a state document (not JSON)") from None
+    problem = state_doc_problem(doc)
+    if problem:
+        raise StateError(f"{args.path} is not a state document: {problem}")
+    new = State(lineage=doc["lineage"], serial=doc["serial"], workspace=doc.get("workspace", "default"),
+                project=doc.get("project", ""), fingerprint_key=doc.get("fingerprint_key", ""),
+                resources=read_resources(doc["resources"]))
     with _locked(project, "state push"):
-        cur = project.read_state()
+        try:
+            cur = project.read_state()
+        except StateError:
+            if not args.force:
+                raise
+            cur = State.new(project.store.ws, project.spec.project)  # replacing a corrupt state: --force
         if cur.exists and not args.force:
             if new.lineage != cur.lineage:
                 raise StateError(f"the pushed state has lineage {new.lineage}, the current one {cur.lineage}",
@@ -131,26 +140,45 @@ def _push(args, console, project: Project) -> int:
 
 
 def _restore(args, console, project: Project) -> int:
+    """Write a kept serial back as a NEW serial, above every serial this workspace has had (the replaced document
+    and every apply recorded in runs/ included): a plan saved before the restore is refused as stale after it."""
     with _locked(project, "state restore"):
         old = project.store.read_serial(args.serial)
-        raw = project.store.loc.read_bytes(project.store.doc_name)
-        cur_serial = old.serial
-        if raw is not None:
-            try:
-                cur_serial = int(json.loads(raw)["serial"])
-            except (ValueError, KeyError, TypeError):
-                cur_serial = max(project.store.history_serials() + [old.serial])
-        old.serial = max(cur_serial, max(project.store.history_serials() + [0]))
-        st = project.store.write(old)
+        st = project.store.write(old, floor=_serials_in_runs(project, old.lineage))
     console.print(f"Restored serial {args.serial} as serial {st.serial} ({len(st.resources)} resources).")
     return 0
 
 
+def _serials_in_runs(project: Project, lineage: str) -> int:
+    """The highest state serial the run records of this workspace and lineage name (0 when none). A damaged
+    current document may no longer say its serial; the apply that wrote it recorded it."""
+    runs = RunStore(project.runs_loc)
+    top = 0
+    for rid in runs.ids():
+        rec = runs.get(rid)
+        if rec is None or (rec.get("workspace") or "default") != project.store.ws:
+            continue
+        st = rec.get("state") or {}
+        if st.get("lineage") != lineage:
+            continue
+        for key in ("serial_before", "serial_after"):
+            if isinstance(st.get(key), int):
+                top = max(top, st[key])
+    return top
+
+
 def _history(args, console, project: Project) -> int:
+    """The kept serials; works while the current document is corrupt (that is when it is needed)."""
     serials = project.store.history_serials()
-    st = project.read_state()
     for s in serials:
         console.print(f"serial {s}")
+    try:
+        st = project.read_state()
+    except StateError as exc:
+        console.print(f"current: unreadable ({exc.message})")
+        if serials:
+            console.print(f"Restore a kept serial with: mlspec state restore {serials[-1]}")
+        return 0
     if st.exists:
         console.print(f"serial {st.serial} (current)")
     return 0
