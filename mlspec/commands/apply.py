@@ -126,7 +126,7 @@ def _apply_locked(args, console, project: Project, bundle, overrides, run_id) ->
     if store.journal_entries(state.lineage):
         state = store.write(state)  # recover what a crashed apply finished
         console.error(f"Recovered the steps an interrupted apply had finished (state serial {state.serial}).")
-    _close_crashed_runs(RunStore(project.runs_loc))
+    _close_crashed_runs(project, RunStore(project.runs_loc), run_id)
     targets = args.target
     replace = args.replace
     if bundle is not None:
@@ -179,13 +179,27 @@ def _confirm_and_execute(args, console, project, bundle, plan, state, facts, ins
                     backends)
 
 
-def _close_crashed_runs(runs: RunStore) -> None:
-    """Run records still 'running' belong to applies that died (we hold the lock now): say so."""
-    for rid in runs.ids()[-5:]:
-        rec = runs.read(rid)
-        if rec.get("status") == "running":
-            rec["status"] = "crashed"
-            runs.write(rec)
+def _close_crashed_runs(project: Project, runs: RunStore, run_id: str = "") -> None:
+    """Mark 'running' records of applies that died as 'crashed'. Workspaces share runs/ but not locks, so a
+    record is judged by its own workspace's lock: its apply is alive while that lock names its run and the
+    holder is not a dead process on this host. A damaged record is skipped (it is history only)."""
+    from mlspec.lock import StateLock
+
+    for rid in runs.ids()[-20:]:
+        rec = runs.get(rid)
+        if rec is None or rec.get("status") != "running":
+            continue
+        holder = StateLock(project.state_loc, rec.get("workspace") or "default").info()
+        if holder is not None and holder.run_id == rid and holder.stale() is not True:
+            continue  # still running (or on another host, where we cannot tell)
+        rec = runs.get(rid)  # read again after the lock: an apply writes its last record before it unlocks
+        if rec is None or rec.get("status") != "running":
+            continue
+        rec["status"] = "crashed"
+        broken = project.lock.broken_stale
+        if broken is not None and broken.run_id == rid:
+            rec["lock_broken_by"] = run_id  # its stale lock was broken by this apply
+        runs.write(rec)
 
 
 def _stale_reason(plan: dict, state: State, new_state, project: Project) -> str:

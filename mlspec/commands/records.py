@@ -10,6 +10,7 @@ from mlspec.console import Console
 from mlspec.errors import MlspecError, did_you_mean
 from mlspec.project import Project
 from mlspec.runs import RunStore
+from mlspec.state import json_safe
 
 
 def _project(args) -> Project:
@@ -29,7 +30,8 @@ def run_logs(args, console: Console) -> int:
     project = _project(args)
     runs = RunStore(project.runs_loc)
     for rid in reversed(runs.ids()[-50:]):
-        step = (runs.read(rid).get("steps") or {}).get(args.address)
+        rec = runs.get(rid)  # a damaged record is skipped: it is history only
+        step = ((rec or {}).get("steps") or {}).get(args.address)
         if step and step.get("status") in ("ran", "failed", "restored", "cancelled"):
             if step.get("log"):
                 console.error(f"Log of {args.address} from run {rid} ({step['status']}):")
@@ -55,11 +57,12 @@ def run_runs(args, console: Console) -> int:
     if args.runs_command == "show":
         rec = runs.read(args.run_id)
         if args.format == "json":
-            console.print(json.dumps(rec, indent=2, sort_keys=True))
+            console.print(json.dumps(json_safe(rec), indent=2, sort_keys=True))
             return 0
         dur = (rec["finished"] - rec["started"]) if rec.get("finished") else None
         console.print(f"Run {rec['run_id']}: {rec['status']}, started {_when(rec['started'])} UTC"
-                      + (f", took {dur:.1f}s" if dur is not None else "") + f", by {rec['user']}@{rec['host']}")
+                      + (f", took {dur:.1f}s" if dur is not None else "")
+                      + f", by {rec.get('user', '?')}@{rec.get('host', '?')}")
         git = rec.get("git") or {}
         console.print(f"git {git.get('commit') or '-'}{' (dirty)' if git.get('dirty') else ''}; backend "
                       f"{rec.get('backend')}; spec {rec.get('spec_digest', '')[:20]}")
@@ -72,12 +75,16 @@ def run_runs(args, console: Console) -> int:
     recs = runs.latest(args.limit)
     if args.format == "json":
         console.print(json.dumps([{k: r.get(k) for k in ("run_id", "status", "started", "finished", "counts", "user",
-                                                         "host", "backend")} for r in recs], indent=2))
+                                                         "host", "backend", "problem") if k in r or k != "problem"}
+                                  for r in recs], indent=2))
         return 0
     if not recs:
         console.print("No runs yet.")
         return 0
     for r in recs:
+        if r["status"] == "corrupt":  # listed, not fatal: a run record is history only
+            console.print(f"{r['run_id']}  {'corrupt':<11} the record cannot be read: {r['problem']}")
+            continue
         c = r.get("counts") or {}
         console.print(f"{r['run_id']}  {r['status']:<11} {_when(r['started'])}  ran {c.get('ran', 0)}, "
                       f"restored {c.get('restored', 0)}, failed {c.get('failed', 0)}  {r.get('backend', '')}")
@@ -172,7 +179,7 @@ def run_metrics(args, console: Console) -> int:
                 delta = (new - old) if old is not None and new is not None else None
                 rows.append({"address": addr, "metric": m, "base": old, "current": new, "change": delta})
         if args.format == "json":
-            console.print(json.dumps({"base": base_label, "rows": rows}, indent=2))
+            console.print(json.dumps(json_safe({"base": base_label, "rows": rows}), indent=2))
         elif args.format == "markdown":
             out = [f"Metrics against {base_label}", "", "| resource | metric | base | current | change |",
                    "|---|---|---:|---:|---:|"]
@@ -191,7 +198,7 @@ def run_metrics(args, console: Console) -> int:
         return 0
     rows = [{"address": a, "metric": m, "value": v} for a, ms in current.items() for m, v in sorted(ms.items())]
     if args.format == "json":
-        console.print(json.dumps(rows, indent=2))
+        console.print(json.dumps(json_safe(rows), indent=2))
     elif args.format == "markdown":
         console.print("\n".join(["| resource | metric | value |", "|---|---|---:|"] +
                                 [f"| `{r['address']}` | {r['metric']} | {r['value']:.4f} |" for r in rows]))
@@ -219,7 +226,9 @@ def _base_metrics(project: Project, base: str | None, current: dict) -> tuple[st
         return f"run {rec['run_id']}", _metrics_of_run(rec)
     # default: the latest run whose metrics differ from the current ones
     for rid in reversed(runs.ids()):
-        rec = runs.read(rid)
+        rec = runs.get(rid)
+        if rec is None:
+            continue
         m = _metrics_of_run(rec)
         if m and any(current.get(a) != v for a, v in m.items()):
             return f"run {rid}", m
