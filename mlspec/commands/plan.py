@@ -107,15 +107,57 @@ def save_plan(path: Path, project: Project, plan, state, edges=()) -> None:
 
 
 def load_planfile(path: str) -> dict:
+    """A saved plan, checked for the shape apply and show rely on (one error naming the file, never a crash)."""
+    from mlspec.state import check_fields
+
+    def problem_of(bundle) -> str:  # a shape check per record type, to be replaced by the plan's JSON Schema
+        problem = check_fields(bundle, {"overrides": list, "plan": dict})
+        if problem:
+            return problem
+        if not all(isinstance(o, str) for o in bundle["overrides"]):
+            return "its 'overrides' are not all strings"
+        if not isinstance(bundle.get("spec_file"), (str, type(None))):
+            return "its 'spec_file' is not a string"
+        ns = bundle.get("new_state")
+        if ns is not None and check_fields(ns, {"lineage": str, "fingerprint_key": str}):
+            return f"its 'new_state' is unusable: {check_fields(ns, {'lineage': str, 'fingerprint_key': str})}"
+        if not isinstance(bundle.get("edges", []), list):
+            return "its 'edges' is not a list"
+        plan = bundle["plan"]
+        problem = check_fields(plan, {"project": str, "workspace": str, "state": dict, "spec_digest": str,
+                                      "backend": str, "targets": list, "replace": list, "summary": dict,
+                                      "has_changes": bool, "resource_changes": list, "facts": dict})
+        if problem:
+            return f"in 'plan': {problem}"
+        st = plan["state"]
+        problem = check_fields(st, {"exists": bool, "serial": int})
+        if problem or not isinstance(st.get("lineage"), (str, type(None))):
+            return f"in 'plan.state': {problem if problem else 'its lineage is not a string'}"
+        problem = check_fields(plan["summary"], dict.fromkeys(("run", "unknown", "restore", "read", "destroy",
+                                                               "unchanged"), int))
+        if problem:
+            return f"in 'plan.summary': {problem}"
+        for ch in plan["resource_changes"]:
+            problem = check_fields(ch, {"address": str, "kind": str, "actions": list, "reasons": list})
+            if problem or not ch["actions"] or any(check_fields(r, {"message": str}) for r in ch["reasons"]):
+                return f"a resource change is unusable: {problem if problem else 'its actions or reasons'}"
+        return ""
+
+    hint = "make a new plan: mlspec plan -o FILE"
     try:
-        bundle = json.loads(Path(path).read_text())
+        bundle = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MlspecError(f"no plan file at {path}") from None
+    except IsADirectoryError:
+        raise MlspecError(f"{path} is a directory, not a saved plan", hint=hint) from None
     except ValueError:
         raise MlspecError(f"{path} is not a saved plan (not JSON)", hint="save one with `mlspec plan -o FILE`") from None
     if not isinstance(bundle, dict) or bundle.get("mlspec_planfile") != PLANFILE_FORMAT:
         raise MlspecError(f"{path} is not a saved plan of this mlspec version",
                           hint="save one with `mlspec plan -o FILE`")
+    problem = problem_of(bundle)
+    if problem:
+        raise MlspecError(f"{path} is a damaged saved plan: {problem}", hint=hint)
     return bundle
 
 
