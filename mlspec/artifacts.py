@@ -2,7 +2,14 @@
 
     objects/<2 hex>/<30 hex>      file contents, named by their xxh3-128 hash: deduplicated across runs
                                   and workspaces that share the store
-    runcache/<32 hex>.json        step fingerprint -> outputs and metrics of a successful run
+    runcache/<32 hex>.json        step fingerprint -> outputs and metrics of a successful run, with a
+                                  checksum of its own
+    quarantine/<32 hex>.<time>    objects whose content no longer matched their name, moved aside
+
+Every read verifies content against the name (the hash is the name, so this costs one xxh3 pass, ~10 GB/s):
+a byte-flipped or truncated object is never handed to a step, never restored, never copied out. It is
+reported with the step that produced it (when known) and moved to quarantine/, so the next plan sees the
+output as missing and re-runs the step that produces it.
 
 The store is used from the mlspec process and from step processes (possibly on another machine), so it
 holds no state in memory beyond an fsspec filesystem.
@@ -17,8 +24,22 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
-from mlspec.hashing import canonical_json, hash_file
+from mlspec.errors import MlspecError
+from mlspec.hashing import canonical_json, hash_bytes, hash_file, hash_stream
 from mlspec.storage import Location
+
+TEMP_MAX_AGE = 600.0  # a `.obj.*` temp file untouched this long belongs to a dead writer
+
+
+class CorruptArtifact(MlspecError):
+    """An object's content does not match its name; it has been quarantined."""
+
+    def __init__(self, digest: str, detail: str, produced_by: str = "", url: str = ""):
+        self.digest, self.detail, self.produced_by = digest, detail, produced_by
+        who = f" (output {produced_by})" if produced_by else ""
+        super().__init__(f"artifact {digest}{who} is corrupt: {detail}; it was moved to quarantine",
+                         hint="the next `mlspec plan` shows the step that produces it re-running; "
+                              "`mlspec artifacts verify` checks every object the state references")
 
 
 def _hex(digest: str) -> str:
@@ -41,7 +62,10 @@ class ArtifactStore:
         return self.loc.exists(self.object_name(digest))
 
     def put_file(self, path: str | os.PathLike, digest: str | None = None) -> tuple[str, int]:
-        """Store a file by content; returns (hash, size). Existing content is not copied again."""
+        """Store a file by content; returns (hash, size). Content already stored is not copied again, unless
+        the stored object has the wrong size (an emptied or truncated object is replaced)."""
+        if self.loc.local and digest is None:
+            return self._put_local_hashing(path)
         if digest is None:
             digest, size = hash_file(path)
         else:
@@ -49,7 +73,7 @@ class ArtifactStore:
         name = self.object_name(digest)
         if self.loc.local:
             dest = Path(self.loc.join(name))
-            if not dest.exists():
+            if self.quick_check(digest, size):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(prefix=".obj.", dir=dest.parent)
                 os.close(fd)
@@ -61,8 +85,40 @@ class ArtifactStore:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
                     raise
-        elif not self.loc.exists(name):
+        elif self.quick_check(digest, size):
             self.loc.fs.put_file(str(path), self.loc.join(name))
+        return digest, size
+
+    def _put_local_hashing(self, path: str | os.PathLike) -> tuple[str, int]:
+        """Copy into the store while hashing (one read), then name the copy by what was actually copied: the
+        object's name always matches its content, even if the source changes meanwhile."""
+        import xxhash
+
+        from mlspec.hashing import ALGO, CHUNK
+
+        root = Path(self.loc.join("objects"))
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".obj.", dir=root)
+        h = xxhash.xxh3_128()
+        size = 0
+        try:
+            with open(path, "rb") as src, os.fdopen(fd, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+            digest = f"{ALGO}:{h.hexdigest()}"
+            dest = Path(self.loc.join(self.object_name(digest)))
+            if self.quick_check(digest, size):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, dest)
+            else:
+                os.unlink(tmp)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
         return digest, size
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
@@ -73,38 +129,160 @@ class ArtifactStore:
         finally:
             os.unlink(fh.name)
 
-    def local_path(self, digest: str, cache_dir: str | os.PathLike | None = None) -> str:
-        """A local path holding the object: the object itself on disk, else a downloaded copy."""
+    def local_path(self, digest: str, cache_dir: str | os.PathLike | None = None, *, verify: bool = True,
+                   produced_by: str = "") -> str:
+        """A local path holding the object (the object itself on disk, else a downloaded copy), its content
+        checked against its name unless ``verify`` is False."""
         name = self.object_name(digest)
         if self.loc.local:
             p = self.loc.join(name)
             if not os.path.exists(p):
                 raise FileNotFoundError(f"artifact {digest} is missing from {self.url}")
+            if verify:
+                self._check_file(digest, p, produced_by)
             return p
         cache = Path(cache_dir or tempfile.gettempdir()) / "mlspec-objects"
         dest = cache / _hex(digest)
+        if dest.exists() and verify:
+            got, _ = hash_file(dest)
+            if got != digest:  # the local copy rotted, not necessarily the store: fetch again
+                dest.unlink()
         if not dest.exists():
             cache.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_suffix(".part")
+            tmp = dest.with_suffix(f".part{os.getpid()}")
             self.loc.fs.get_file(self.loc.join(name), str(tmp))
+            if verify:
+                got, size = hash_file(tmp)
+                if got != digest:
+                    tmp.unlink()
+                    self.quarantine(digest)
+                    raise CorruptArtifact(digest, f"its content hashes to {got} ({size} bytes)", produced_by, self.url)
             os.replace(tmp, dest)
         return str(dest)
 
-    def read_bytes(self, digest: str) -> bytes:
+    def _check_file(self, digest: str, path: str, produced_by: str = "") -> None:
+        got, size = hash_file(path)
+        if got != digest:
+            self.quarantine(digest)
+            raise CorruptArtifact(digest, f"its content hashes to {got} ({size} bytes)", produced_by, self.url)
+
+    def verify(self, digest: str, size: int | None = None) -> str:
+        """'' when the object is there and its content matches its name; else what is wrong."""
+        name = self.object_name(digest)
+        try:
+            if self.loc.local:
+                got, n = hash_file(self.loc.join(name))
+            else:
+                with self.loc.fs.open(self.loc.join(name), "rb") as fh:
+                    got, n = hash_stream(fh)
+        except FileNotFoundError:
+            return "missing"
+        if got != digest:
+            return f"corrupt: its content hashes to {got} ({n} bytes)"
+        if size is not None and n != size:
+            return f"corrupt: {n} bytes, the record says {size}"
+        return ""
+
+    def quick_check(self, digest: str, size: int | None) -> str:
+        """'' when the object exists with the recorded size (a stat, no read): for planning."""
+        name = self.object_name(digest)
+        try:
+            if self.loc.local:
+                n = os.stat(self.loc.join(name)).st_size
+            else:
+                n = self.loc.fs.size(self.loc.join(name))
+        except FileNotFoundError:
+            return "missing"
+        if size is not None and n != size:
+            return f"{n} bytes, the record says {size}"
+        return ""
+
+    def quarantine(self, digest: str) -> str:
+        """Move an object aside (never delete: it is evidence); returns where it went."""
+        import time as _time
+
+        src = self.loc.join(self.object_name(digest))
+        dest_name = f"quarantine/{_hex(digest)}.{int(_time.time())}"
+        dest = self.loc.join(dest_name)
+        try:
+            if self.loc.local:
+                Path(dest).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dest)
+            else:
+                self.loc.fs.mv(src, dest)
+        except FileNotFoundError:
+            return ""
+        return dest
+
+    def read_bytes(self, digest: str, produced_by: str = "") -> bytes:
         data = self.loc.read_bytes(self.object_name(digest))
         if data is None:
             raise FileNotFoundError(f"artifact {digest} is missing from {self.url}")
+        got = hash_bytes(data)
+        if got != digest:
+            self.quarantine(digest)
+            raise CorruptArtifact(digest, f"its content hashes to {got} ({len(data)} bytes)", produced_by, self.url)
         return data
 
-    def get(self, digest: str, dest: str | os.PathLike) -> None:
-        if self.loc.local:
-            shutil.copyfile(self.local_path(digest), dest)
-            os.chmod(dest, 0o644)
-        else:
-            self.loc.fs.get_file(self.loc.join(self.object_name(digest)), str(dest))
+    def get(self, digest: str, dest: str | os.PathLike, produced_by: str = "") -> int:
+        """Copy an object out, hashing what is written; returns the bytes written. A mismatch removes the
+        copy, quarantines the object and raises CorruptArtifact."""
+        import xxhash
+
+        from mlspec.hashing import ALGO, CHUNK
+
+        h = xxhash.xxh3_128()
+        size = 0
+        name = self.loc.join(self.object_name(digest))
+        opener = (lambda: open(name, "rb")) if self.loc.local else (lambda: self.loc.fs.open(name, "rb"))
+        tmp = f"{dest}.part{os.getpid()}"
+        try:
+            with opener() as src, open(tmp, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+        except FileNotFoundError:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise FileNotFoundError(f"artifact {digest} is missing from {self.url}") from None
+        got = f"{ALGO}:{h.hexdigest()}"
+        if got != digest:
+            os.unlink(tmp)
+            self.quarantine(digest)
+            raise CorruptArtifact(digest, f"its content hashes to {got} ({size} bytes)", produced_by, self.url)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+        return size
+
+    def clean_temp(self, max_age: float = TEMP_MAX_AGE) -> int:
+        """Remove `.obj.*` temp files that killed writers left in a local store; returns how many. A file
+        being written is touched on every chunk, so one untouched for ``max_age`` seconds is abandoned."""
+        if not self.loc.local:
+            return 0
+        import time as _time
+
+        root = Path(self.loc.join("objects"))
+        if not root.is_dir():
+            return 0
+        now, removed = _time.time(), 0
+        dirs = [root] + [Path(e.path) for e in os.scandir(root) if e.is_dir()]
+        for d in dirs:
+            for e in os.scandir(d):
+                if not e.name.startswith(".obj."):
+                    continue
+                try:
+                    if now - e.stat().st_mtime > max_age:
+                        os.unlink(e.path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
 
     # --- run-cache ------------------------------------------------------------------------------
     def runcache_get(self, fingerprint: str) -> dict | None:
+        """The entry for a fingerprint, or None. An entry is trusted only when its checksum holds, it names this
+        fingerprint, its outputs have the right shape, and every output is in the store with its size."""
         raw = self.loc.read_bytes(f"runcache/{_hex(fingerprint)}.json")
         if raw is None:
             return None
@@ -112,14 +290,37 @@ class ArtifactStore:
             entry = json.loads(raw)
         except ValueError:
             return None
-        # only trust an entry whose outputs are all still in the store
-        if all(self.has(o["hash"]) for o in entry.get("outputs", {}).values()):
-            return entry
-        return None
+        if not runcache_entry_ok(entry, fingerprint):
+            return None
+        for o in entry["outputs"].values():
+            if self.quick_check(o["hash"], o.get("size")):
+                return None
+        return entry
 
     def runcache_put(self, fingerprint: str, entry: Mapping) -> None:
         # a cache entry: atomic (never half-written) but not fsynced; losing one in a power cut costs a re-run
-        self.loc.write_bytes(f"runcache/{_hex(fingerprint)}.json", canonical_json(dict(entry)), durable=False)
+        body = dict(entry, fingerprint=fingerprint)
+        body.pop("checksum", None)
+        body["checksum"] = hash_bytes(canonical_json(body))
+        self.loc.write_bytes(f"runcache/{_hex(fingerprint)}.json", canonical_json(body), durable=False)
+
+    def runcache_drop(self, fingerprint: str) -> None:
+        self.loc.delete(f"runcache/{_hex(fingerprint)}.json")
+
+
+def runcache_entry_ok(entry, fingerprint: str) -> bool:
+    if not isinstance(entry, dict) or entry.get("fingerprint") != fingerprint:
+        return False
+    body = {k: v for k, v in entry.items() if k != "checksum"}
+    if entry.get("checksum") != hash_bytes(canonical_json(body)):
+        return False
+    outs = entry.get("outputs")
+    if not isinstance(outs, dict):
+        return False
+    for o in outs.values():
+        if not isinstance(o, dict) or not isinstance(o.get("hash"), str) or not isinstance(o.get("size", 0), int):
+            return False
+    return isinstance(entry.get("metrics", {}), dict)
 
 
 class RunCacheView(Mapping):

@@ -182,6 +182,24 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command with stdout and stderr behind the sensitive-value redactor (mlspec.sensitive): no
+    output path (a message, a warning, a --debug traceback) can print a secret the spec declared."""
+    from mlspec.sensitive import RedactingStream
+
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        sys.stdout, sys.stderr = saved
+
+
+def _main(argv: list[str] | None = None) -> int:
     from mlspec.console import Console
 
     parser = build_parser()
@@ -240,9 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             import tempfile
 
+            from mlspec.sensitive import RedactingStream
+
             fd, path = tempfile.mkstemp(prefix="mlspec-crash-", suffix=".log")
             with os.fdopen(fd, "w") as fh:
-                traceback.print_exc(file=fh)
+                traceback.print_exc(file=RedactingStream(fh))
             console.error(f"mlspec hit an internal error (a bug): {sys.exc_info()[1]!r}\n"
                           f"  The traceback is in {path}; please attach it to a bug report, or rerun with --debug.")
         return EXIT_BUG

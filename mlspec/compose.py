@@ -22,7 +22,6 @@ from mlspec.yamlsrc import YamlSource, _syntax_diag, load_yaml, parse_scalar
 
 DEFAULT_SPEC = "mlspec.yaml"
 _PACKAGE_RE = re.compile(r"^#\s*@package\s+(\S+)", re.M)
-_SECRET_REF = re.compile(r"\$\{\s*secrets\.")
 _CMD_PLACEHOLDER = re.compile(r"(?<!\\)\$\{(inputs|outputs|params)\.")
 
 
@@ -95,7 +94,7 @@ def format_path(path: Sequence) -> str:
 class Composed:
     data: dict
     sources: SourceMap
-    secret_paths: frozenset  # key paths whose values are secret (interpolate ${secrets.*})
+    sensitive: "Sensitivity"  # which paths and values are secret (mlspec.sensitive)
     choices: dict  # config group -> chosen option
     spec_file: Path
     diagnostics: tuple = ()  # interpolations that failed (their keys hold None); reported with the rest
@@ -154,6 +153,11 @@ def available_options(group: str, dirs: Sequence[Path]) -> list[str]:
 def compose(project_dir: str | os.PathLike = ".", spec_file: str | None = None,
             overrides: Sequence[str] = ()) -> Composed:
     """Compose the spec. Raises :class:`SpecError` with located diagnostics on any problem."""
+    from mlspec import sensitive
+
+    # a secret given on the command line is sensitive before anything (even an error about it) is shown
+    sensitive.REDACTOR.add(o.split("=", 1)[1] for o in overrides
+                           if "=" in o and sensitive.is_sensitive_key(o.split("=", 1)[0].lstrip("+~")))
     project_dir = Path(project_dir).resolve()
     spec_path = (project_dir / (spec_file or DEFAULT_SPEC)).resolve()  # like git -C: paths are relative to DIR
     if not spec_path.is_file():
@@ -227,8 +231,8 @@ def compose(project_dir: str | os.PathLike = ".", spec_file: str | None = None,
     primary_entry = (primary, ())
     smap.sources = ([primary_entry] + group_sources) if _self_last is False else (group_sources + [primary_entry])
 
-    data, secret_paths, interp_diags = _to_data(cfg, smap)
-    return Composed(data=data, sources=smap, secret_paths=frozenset(secret_paths), choices=dict(choices),
+    data, interp, interp_diags = _to_data(cfg, smap)
+    return Composed(data=data, sources=smap, sensitive=_sensitivity(data, interp), choices=dict(choices),
                     diagnostics=tuple(interp_diags),
                     spec_file=spec_path)
 
@@ -390,7 +394,7 @@ def _compose_fast(primary: YamlSource, project_dir: Path, spec_path: Path, searc
         node[path[-1]] = value
     smap = SourceMap(project_dir=project_dir, sources=sources,
                      overrides=[Override(t, p) for _, p, _, t in key_overrides])
-    return Composed(data=data, sources=smap, secret_paths=frozenset(), choices=choices, spec_file=spec_path)
+    return Composed(data=data, sources=smap, sensitive=_sensitivity(data, ()), choices=choices, spec_file=spec_path)
 
 
 def _hydra_compose(config_dir: Path, name: str, overrides: list[str], shown: str, *,
@@ -548,7 +552,7 @@ def _to_data(cfg, smap: SourceMap) -> tuple[dict, list, list]:
     _find_interpolations(raw, (), interp)
     if not interp:
         return raw, [], []
-    secret_paths = [p for p, s in interp if _SECRET_REF.search(s)]
+    all_interp = list(interp)
     # ${inputs.X}, ${outputs.X}, ${params.X} in a step's cmd are filled in at run time, not by OmegaConf
     kept = []
     for path, text in interp:
@@ -581,7 +585,17 @@ def _to_data(cfg, smap: SourceMap) -> tuple[dict, list, list]:
         if diags:
             raise SpecError(diags) from None
         raise
-    return data, secret_paths, diags
+    return data, all_interp, diags
+
+
+def _sensitivity(data: dict, interp) -> "Sensitivity":
+    """Find the spec's sensitive values and register them with the process's redactor at once, so no
+    error, warning or record written from here on can show them."""
+    from mlspec import sensitive
+
+    found = sensitive.find(data, interp)
+    sensitive.register(found)
+    return found
 
 
 def _interp_diag(exc, path, text, smap: SourceMap) -> Diagnostic:

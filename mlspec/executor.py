@@ -8,6 +8,8 @@ up to date (early cut-off), and a fingerprint seen before is restored from the r
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from typing import Callable
 from mlspec.backends.api import Task, TaskResult, TaskStatus
 from mlspec.graph import StepInstance
 from mlspec.plan import Verdict, decide
+from mlspec.sensitive import REDACTOR
 from mlspec.spec import Secret
 
 POLL = 0.5
@@ -126,7 +129,7 @@ class Executor:
                 "inputs": inputs, "outputs": list(inst.step.outputs), "metrics": list(inst.step.metrics),
                 "project_dir": str(spec.project_dir), "code_paths": list(self.code_paths),
                 "artifacts": {"url": self.project.artifacts.url, "options": dict(spec.storage.options)},
-                "env": dict(inst.step.env)}
+                "env": dict(inst.step.env), "external_paths": list(inst.step.external_paths)}
 
     def record(self, inst, d, outputs: dict, metrics: dict, log_hash: str | None, duration: float,
                verdict: str) -> dict:
@@ -177,6 +180,8 @@ class Executor:
                             self.emit("uptodate", oc)
                             progressed = True
                             continue
+                        if d.verdict is Verdict.RESTORE and not self.restorable(addr, d):
+                            d = self._decisions[addr] = dataclasses.replace(d, verdict=Verdict.RUN, outputs=None)
                         if d.verdict is Verdict.RESTORE:
                             pending.pop(addr)
                             hit = self.facts.runcache.get(d.fingerprint)
@@ -258,11 +263,29 @@ class Executor:
             self.outcomes.setdefault(addr, StepOutcome(addr, "not-run", reason="stopped by --fail-fast"))
         return self.outcomes
 
+    def restorable(self, addr: str, d) -> bool:
+        """Verify the content of every output a restore would record; a corrupt one is quarantined (by
+        ArtifactStore.verify's caller here) and the step runs instead of being restored."""
+        hit = self.facts.runcache.get(d.fingerprint)
+        if not hit:
+            return False
+        for name, o in sorted(hit["outputs"].items()):
+            problem = self.project.artifacts.verify(o["hash"], o.get("size"))
+            if problem:
+                self.project.artifacts.quarantine(o["hash"])
+                self.project.artifacts.runcache_drop(d.fingerprint)
+                self.emit("warning", StepOutcome(addr, "warning", reason=(
+                    f"run-cache output {name} ({o['hash']}) is {problem}: quarantined; running the step instead")))
+                return False
+        return True
+
     def finish(self, inst, d, res: TaskResult, oc: StepOutcome, pending: dict, retry_at: dict) -> bool:
         """Handle a finished task; returns True when the step is final (not retried)."""
         addr = inst.address
         oc.finished = time.time()
         oc.duration = oc.finished - (oc.started or oc.finished)
+        if REDACTOR and (res.log or res.error):  # a step that prints its secret does not leak it into logs
+            res = dataclasses.replace(res, log=REDACTOR.text(res.log or ""), error=REDACTOR.text(res.error or ""))
         log_hash = None
         if res.log:
             try:

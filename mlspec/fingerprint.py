@@ -29,8 +29,9 @@ class Facts:
 
     datasets: dict = field(default_factory=dict)  # "dataset.X" -> {"hash", "size", "uri"}
     code: dict = field(default_factory=dict)  # step name -> {relpath or "module:x": hash}
-    secrets: dict = field(default_factory=dict)  # step name -> {param: keyed fingerprint}
+    secrets: dict = field(default_factory=dict)  # sensitive scalar (JSON text) -> keyed fingerprint; never persisted
     runcache: Mapping = field(default_factory=dict)  # fingerprint -> run-cache entry (outputs, metrics)
+    bad_outputs: dict = field(default_factory=dict)  # object hash -> what is wrong (missing, wrong size)
 
     def to_dict(self) -> dict:
         return {"datasets": self.datasets, "code": self.code}
@@ -189,8 +190,27 @@ def secret_fingerprint(value: str, key: str) -> str:
     return "keyed:" + dk.hex()[:32]
 
 
+def _leaf_key(leaf) -> str:
+    import json
+
+    return json.dumps(str.__str__(leaf) if isinstance(leaf, Secret) else leaf, sort_keys=True, default=str)
+
+
+def sensitive_leaves(step: Step, redactor) -> list:
+    """Every scalar of a step's params, matrix values, cmd and env that is or contains a sensitive value."""
+    from mlspec.sensitive import _leaves
+
+    found = []
+    for source in (dict(step.params), {k: list(v) for k, v in step.matrix.items()}, step.cmd, dict(step.env)):
+        for _path, leaf in _leaves(source, ()):
+            if isinstance(leaf, Secret) or redactor.matches(leaf):
+                found.append(leaf)
+    return found
+
+
 def gather(spec: Spec, used_datasets: set, *, cache: HashCache, key: str, runcache: Mapping | None = None) -> Facts:
     from mlspec.load import code_paths
+    from mlspec.sensitive import Redactor
 
     roots = [Path(p) for p in code_paths(spec.project_dir)]
     scanner = CodeScanner(spec.project_dir, roots, cache)
@@ -198,30 +218,51 @@ def gather(spec: Spec, used_datasets: set, *, cache: HashCache, key: str, runcac
     for name in sorted(used_datasets):
         ds = spec.datasets[name]
         facts.datasets[ds.address] = dataset_fact(spec, ds, cache)
+    redactor = Redactor(spec.sensitive.values)
     for name, step in spec.steps.items():
         facts.code[name] = code_facts(spec, step, scanner, cache)
-        if step.secret_params:
-            facts.secrets[name] = {p: secret_fingerprint(str(step.params[p]), key) for p in step.secret_params}
+        for leaf in sensitive_leaves(step, redactor) if (redactor or step.secret_params) else ():
+            k = _leaf_key(leaf)
+            if k not in facts.secrets:
+                facts.secrets[k] = secret_fingerprint(str.__str__(leaf) if isinstance(leaf, str) else k, key)
     return facts
 
 
 # --- the fingerprint itself (pure) -----------------------------------------------------------------
+def _keyed(node, secret_fps: Mapping):
+    """``node`` with every sensitive scalar (a key of ``secret_fps``) replaced by its keyed fingerprint."""
+    if not secret_fps:
+        return node
+    if isinstance(node, dict):
+        return {k: _keyed(v, secret_fps) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_keyed(v, secret_fps) for v in node]
+    if isinstance(node, Secret) or isinstance(node, (str, int, float)) and not isinstance(node, bool):
+        fp = secret_fps.get(_leaf_key(node))
+        if fp is not None:
+            return fp
+        if isinstance(node, Secret):
+            return "(sensitive)"
+    return node
+
+
 def step_facts(inst, code: Mapping, input_hashes: Mapping, secret_fps: Mapping) -> dict:
-    """The canonical description of what a step instance's result depends on (stored in state)."""
+    """The canonical description of what a step instance's result depends on (stored in state).
+
+    Sensitive values never enter it: each is replaced by a keyed fingerprint (``keyed:...``), so a rotated
+    secret still re-runs the step and the plan can say that a sensitive value changed, without showing it.
+    """
     step = inst.step
-    params = {}
-    for k, v in inst.params.items():
-        params[k] = secret_fps.get(k, "(sensitive)") if isinstance(v, Secret) or k in step.secret_params else v
     return {
         "format": SPEC_FORMAT_VERSION,
         "run": step.run,
-        "cmd": step.cmd,
+        "cmd": _keyed(step.cmd, secret_fps),
         "code": dict(sorted(code.items())),
-        "params": params,
+        "params": _keyed(dict(inst.params), secret_fps),
         "inputs": dict(sorted(input_hashes.items())),
         "outputs": sorted(step.outputs),
         "metrics": sorted(step.metrics),
-        "env": dict(sorted(step.env.items())),
+        "env": _keyed(dict(sorted(step.env.items())), secret_fps),
     }
 
 

@@ -45,10 +45,11 @@ def _validation_key(c: Composed) -> str:
 
     from mlspec import __version__
     from mlspec.schema import load_schema
-    from mlspec.spec import _canonical, _mask
+    from mlspec.sensitive import mask
+    from mlspec.spec import _canonical
 
     h = xxhash.xxh3_128()
-    h.update(_canonical(_mask(c.data, c.secret_paths)))
+    h.update(_canonical(mask(c.data, c.sensitive)))
     h.update(_canonical([__version__, load_schema(), backend_types()]))
     return h.hexdigest()
 
@@ -86,16 +87,24 @@ def load_spec(project_dir: str | Path = ".", spec_file: str | None = None, overr
               *, check_imports: bool = False) -> Spec:
     """Compose, validate and build the Spec; raises SpecError listing every problem."""
     c = compose(project_dir, spec_file, overrides)
-    diags = validate_cached(c)
+    diags = validate_cached(c) + sensitive_diagnostics(c)
     if diags:
         raise SpecError(diags)
     spec = build_spec(c.data, project_dir=c.sources.project_dir, spec_file=c.spec_file,
-                      secret_paths=c.secret_paths, choices=c.choices)
+                      sensitive=c.sensitive, choices=c.choices)
     if check_imports:
         diags = import_diagnostics(spec, c)
         if diags:
             raise SpecError(diags)
     return spec
+
+
+def sensitive_diagnostics(c: Composed) -> list[Diagnostic]:
+    """Places a sensitive value may not go: a matrix value becomes part of an address, printed everywhere."""
+    bad = sorted({p[:4] for p in c.sensitive.paths if len(p) >= 4 and p[0] == "steps" and p[2] == "matrix"})
+    return [c.sources.diag(p, "sensitive-matrix",
+                           "a matrix value may not be sensitive (it becomes part of the step's address, which "
+                           "plans, logs and state show): pass the secret as a param instead") for p in bad]
 
 
 def code_paths(project_dir: Path) -> list[str]:

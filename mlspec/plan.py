@@ -73,6 +73,8 @@ class Reason:
             return f"input {self.path}: new content"
         if c == "input_rewired":
             return f"input {self.path}: now {_fmt(self.after)} (was {_fmt(self.before)})"
+        if c == "output_missing":
+            return f"output {self.path} missing or corrupt in the artifact store"
         if c == "upstream_rerun":
             return f"upstream {self.path} will re-run"
         if c == "data_changed":
@@ -184,6 +186,35 @@ class Plan:
         }
 
 
+def _broken_outputs(record: Mapping | None, facts: Facts) -> list:
+    if not record or not facts.bad_outputs:
+        return []
+    return sorted(name for name, o in (record.get("outputs") or {}).items()
+                  if isinstance(o, dict) and o.get("hash") in facts.bad_outputs)
+
+
+def _sensitive(v) -> bool:
+    """Whether recorded facts hold a keyed fingerprint (a sensitive value) anywhere in ``v``."""
+    if isinstance(v, str):
+        return v.startswith("keyed:") or v == "(sensitive)"
+    if isinstance(v, dict):
+        return any(_sensitive(x) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return any(_sensitive(x) for x in v)
+    return False
+
+
+def _shown(v):
+    """A value as a plan may show it: keyed fingerprints of sensitive values become ``(sensitive)``."""
+    if isinstance(v, str):
+        return "(sensitive)" if v.startswith("keyed:") else v
+    if isinstance(v, dict):
+        return {k: _shown(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_shown(x) for x in v]
+    return v
+
+
 # --- deciding one step ----------------------------------------------------------------------------
 def diff_reasons(record: Mapping | None, now: Mapping, upstream_unknown: Iterable[str] = ()) -> list[Reason]:
     """Why a step's recorded facts differ from the current ones (empty when they do not)."""
@@ -193,20 +224,20 @@ def diff_reasons(record: Mapping | None, now: Mapping, upstream_unknown: Iterabl
     for up in sorted(set(upstream_unknown)):
         reasons.append(Reason("upstream_rerun", up))
     old = record.get("facts") or {}
-    for key in ("run", "cmd"):
+    for key in ("run", "cmd", "outputs", "metrics", "env"):
         if old.get(key) != now.get(key):
-            reasons.append(Reason("definition_changed", key, old.get(key), now.get(key)))
-    for key in ("outputs", "metrics", "env"):
-        if old.get(key) != now.get(key):
-            reasons.append(Reason("definition_changed", key, old.get(key), now.get(key)))
+            if _sensitive(old.get(key)) or _sensitive(now.get(key)):
+                reasons.append(Reason("secret_changed", key))
+            else:
+                reasons.append(Reason("definition_changed", key, old.get(key), now.get(key)))
     op, np_ = old.get("params") or {}, now.get("params") or {}
     for k in sorted(set(op) | set(np_)):
         if k not in np_:
-            reasons.append(Reason("param_removed", f"params.{k}", op[k]))
+            reasons.append(Reason("param_removed", f"params.{k}", _shown(op[k])))
         elif k not in op:
-            reasons.append(Reason("param_added", f"params.{k}", None, np_[k]))
+            reasons.append(Reason("param_added", f"params.{k}", None, _shown(np_[k])))
         elif op[k] != np_[k]:
-            if isinstance(np_[k], str) and np_[k].startswith("keyed:"):
+            if _sensitive(op[k]) or _sensitive(np_[k]):
                 reasons.append(Reason("secret_changed", f"params.{k}"))
             else:
                 reasons.append(Reason("param_changed", f"params.{k}", op[k], np_[k]))
@@ -260,7 +291,7 @@ def decide(inst: StepInstance, record: Mapping | None, facts: Facts, known: Mapp
             else:
                 input_hashes[ref.name] = outs[ref.output]
                 sources[ref.name] = f"{ref.resource}.{ref.output}"
-    sf = step_facts(inst, facts.code.get(inst.step.name, {}), input_hashes, facts.secrets.get(inst.step.name, {}))
+    sf = step_facts(inst, facts.code.get(inst.step.name, {}), input_hashes, facts.secrets)
     diff_now = dict(sf, input_sources=sources)
     ok_record = record if record and record.get("status") == "succeeded" else None
     if unknown:
@@ -270,12 +301,15 @@ def decide(inst: StepInstance, record: Mapping | None, facts: Facts, known: Mapp
     if forced:
         action = Action.REPLACE if record else Action.CREATE
         return Decision(action, Verdict.RUN, [Reason("forced")], fp, sf, None, sources)
-    if ok_record and ok_record.get("fingerprint") == fp:
+    broken = _broken_outputs(ok_record, facts)
+    if ok_record and ok_record.get("fingerprint") == fp and not broken:
         return Decision(Action.NOOP, Verdict.UP_TO_DATE, [], fp, sf,
                         {k: v["hash"] for k, v in (ok_record.get("outputs") or {}).items()}, sources)
-    reasons = diff_reasons(record, diff_now)
+    reasons = diff_reasons(record, diff_now) if not broken else [Reason("output_missing", o) for o in broken]
     action = Action.UPDATE if record else Action.CREATE
     hit = facts.runcache.get(fp) if inst.step.cache else None
+    if hit and any(o["hash"] in facts.bad_outputs for o in hit["outputs"].values()):
+        hit = None
     if hit:
         return Decision(action, Verdict.RESTORE, reasons, fp, sf, {k: v["hash"] for k, v in hit["outputs"].items()},
                         sources)

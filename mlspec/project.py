@@ -59,8 +59,24 @@ class Project:
                 if r.kind == "dataset"}
         facts = gather(self.spec, used, cache=self.cache, key=state.fingerprint_key,
                        runcache=RunCacheView(self.artifacts))
+        facts.bad_outputs = self.check_outputs(state, selected)
         self.cache.save()
         return facts
+
+    def check_outputs(self, state: State, addresses) -> dict:
+        """Recorded outputs that are missing from the store or have the wrong size (a stat each, no reads):
+        the plan re-runs their steps. Content is verified whenever an object is read."""
+        bad = {}
+        for addr in addresses:
+            rec = state.resources.get(addr)
+            if not rec or rec.get("kind") != "step":
+                continue
+            for out in (rec.get("outputs") or {}).values():
+                if isinstance(out, dict) and isinstance(out.get("hash"), str) and out["hash"] not in bad:
+                    problem = self.artifacts.quick_check(out["hash"], out.get("size"))
+                    if problem:
+                        bad[out["hash"]] = problem
+        return bad
 
     def plan(self, state: State | None = None, targets: Sequence[str] = (), replace: Sequence[str] = (),
              instances: list[StepInstance] | None = None) -> tuple[Plan, State, Facts, list[StepInstance]]:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlspec import SPEC_FORMAT_VERSION
+from mlspec.sensitive import MASK, Sensitivity, mask
+from mlspec.sensitive import find as find_sensitive
 from mlspec.units import parse_duration, parse_size
 
 
@@ -82,6 +84,7 @@ class Step:
     matrix: Mapping = field(default_factory=dict)
     env: Mapping = field(default_factory=dict)
     cache: bool = True
+    external_paths: tuple = ()  # absolute dirs outside the project that outputs may come from
 
     @property
     def address(self) -> str:
@@ -153,6 +156,7 @@ class Spec:
     digest: str = ""
     config: Mapping = field(default_factory=dict)  # resolved spec as data, secrets masked
     choices: Mapping = field(default_factory=dict)
+    sensitive: Sensitivity = field(default_factory=Sensitivity, repr=False, compare=False)
 
     def backend_for(self, step: Step) -> BackendConfig:
         """The backend a step runs on: its own `backend:` (a name in `backends` or a type) or the default."""
@@ -165,38 +169,24 @@ class Spec:
         return BackendConfig(step.backend, step.backend)
 
 
-MASK = "(sensitive)"
-
 
 def _backend(name: str, data: Mapping) -> BackendConfig:
     settings = {k: v for k, v in data.items() if k not in ("type", "location")}
     return BackendConfig(name, str(data.get("type", "local")), str(data.get("location", "local")), settings)
 
 
-def _mask(data: Any, secret_paths: frozenset, path: tuple = ()) -> Any:
-    if path in secret_paths:
-        return MASK
-    if isinstance(data, dict):
-        if path == ("secrets",):
-            return {k: MASK for k in data}
-        if set(data) == {"value", "secret"} and data.get("secret") is True:
-            return {"value": MASK, "secret": True}
-        return {k: _mask(v, secret_paths, path + (k,)) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_mask(v, secret_paths, path + (i,)) for i, v in enumerate(data)]
-    return data
-
-
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
-def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, secret_paths: frozenset = frozenset(),
+def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: Sensitivity | None = None,
                choices: Mapping | None = None) -> Spec:
     """Build the frozen Spec from validated plain data (schema and semantic checks already passed)."""
     import xxhash
 
-    masked = _mask(dict(data), secret_paths)
+    sensitive = sensitive if sensitive is not None else find_sensitive(data)
+    secret_paths = sensitive.paths
+    masked = mask(dict(data), sensitive)
     digest = xxhash.xxh3_128_hexdigest(_canonical(masked))
     st = data.get("storage") or {}
     storage = Storage(st.get("state", ".mlspec/state"), st.get("artifacts", ".mlspec/artifacts"),
@@ -208,8 +198,8 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, secret_path
             if isinstance(v, dict) and set(v) == {"value", "secret"} and v.get("secret") is True:
                 params[k] = Secret(str(v["value"]))
                 secret_params.add(k)
-            elif ("steps", name, "params", k) in secret_paths:
-                params[k] = Secret(str(v))
+            elif isinstance(v, str) and ("steps", name, "params", k) in secret_paths:
+                params[k] = Secret(v)
                 secret_params.add(k)
             else:
                 params[k] = v
@@ -230,7 +220,8 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, secret_path
             retries=int(retries), backoff=backoff,
             timeout=parse_duration(s["timeout"]) if s.get("timeout") is not None else None,
             backend=s.get("backend", ""), matrix={k: list(v) for k, v in (s.get("matrix") or {}).items()},
-            env={k: str(v) for k, v in (s.get("env") or {}).items()}, cache=bool(s.get("cache", True)))
+            env={k: str(v) for k, v in (s.get("env") or {}).items()}, cache=bool(s.get("cache", True)),
+            external_paths=tuple(s.get("external_paths") or ()))
     datasets = {n: Dataset(n, d["uri"], d.get("format", "auto"), d.get("description", ""),
                            tuple(d.get("residency") or ()), dict(d.get("options") or {}), d.get("contract"))
                 for n, d in (data.get("datasets") or {}).items()}
@@ -254,4 +245,4 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, secret_path
         backends={n: _backend(n, b) for n, b in (data.get("backends") or {}).items()},
         secret_names=tuple(sorted((data.get("secrets") or {}).keys())),
         datasets=datasets, steps=steps, models=models, deployments=deployments, monitors=monitors,
-        triggers=triggers, digest=digest, config=masked, choices=dict(choices or {}))
+        triggers=triggers, digest=digest, config=masked, choices=dict(choices or {}), sensitive=sensitive)

@@ -15,8 +15,31 @@ from mlspec.executor import Executor, Interrupted, StepOutcome
 from mlspec.plan import Action, select_targets
 from mlspec.project import Project
 from mlspec.runs import RunStore, git_info, new_run_id, who
+from mlspec.sensitive import is_masked_override, mask_overrides
 from mlspec.state import State
 from mlspec.units import parse_duration
+
+
+def _resupply_secrets(saved: list, given: list) -> list:
+    """A saved plan's overrides, with the sensitive ones (stored masked) given again on the command line."""
+    from mlspec.sensitive import is_masked_override
+
+    def key(o: str) -> str:
+        return o.split("=", 1)[0].lstrip("+~")
+
+    masked = {key(o): o for o in saved if is_masked_override(o)}
+    extra = [o for o in given if key(o) not in masked]
+    if extra:
+        raise MlspecError("a saved plan is applied as it is: no overrides with a plan file",
+                          hint=f"make a new plan: mlspec plan {' '.join(extra)} -o FILE")
+    supplied = {key(o): o for o in given}
+    missing = [k for k in masked if k not in supplied]
+    if missing:
+        raise MlspecError(f"the plan was made with {', '.join(missing)} given on the command line; a sensitive "
+                          "value is never saved in a plan file, so give it again",
+                          hint="mlspec apply PLANFILE " + " ".join(f"{k}=..." for k in missing) +
+                               " (or set it from the environment in the spec: ${oc.env:VAR})")
+    return [supplied[key(o)] if key(o) in masked else o for o in saved]
 
 
 def _is_planfile(arg: str) -> bool:
@@ -76,6 +99,8 @@ class _Reporter:
         elif event == "skip":
             self.done += 1
             line = f"  {st('skipped', 'yellow')}   {oc.address}  ({oc.reason})"
+        elif event == "warning":
+            line = f"  {st('warning', 'yellow')}   {oc.address}  {oc.reason}"
         elif event == "cancelled":
             self.running.discard(oc.address)
             line = f"  {st('cancelled', 'yellow')} {oc.address}"
@@ -98,10 +123,7 @@ def run(args, console: Console) -> int:
         if ws and ws[-1] != bundle["plan"]["workspace"]:
             raise MlspecError(f"the plan was made for workspace '{bundle['plan']['workspace']}', not '{ws[-1]}'")
         overrides = [overrides[0]] + [o for o in overrides[1:] if not o.startswith("++storage.workspace=")]
-        if len(overrides) > 1:
-            raise MlspecError("a saved plan is applied as it is: no overrides with a plan file",
-                              hint=f"make a new plan: mlspec plan {' '.join(overrides[1:])} -o FILE")
-        overrides = list(bundle["overrides"])
+        overrides = _resupply_secrets(list(bundle["overrides"]), overrides[1:])
         if bundle.get("spec_file"):
             args.file = bundle["spec_file"]
     project = Project.open(args.project_dir, args.file, overrides)
@@ -127,6 +149,7 @@ def _apply_locked(args, console, project: Project, bundle, overrides, run_id) ->
         state = store.write(state)  # recover what a crashed apply finished
         console.error(f"Recovered the steps an interrupted apply had finished (state serial {state.serial}).")
     _close_crashed_runs(project, RunStore(project.runs_loc), run_id)
+    project.artifacts.clean_temp()
     targets = args.target
     replace = args.replace
     if bundle is not None:
@@ -242,7 +265,8 @@ def _execute(args, console, project, plan, state, facts, instances, targets, rep
     record = {"run_id": run_id, "status": "running", "started": round(started, 3), "finished": None,
               **who(), "git": git_info(project.spec.project_dir), "project": project.spec.project,
               "workspace": project.spec.storage.workspace, "spec_digest": project.spec.digest,
-              "config": project.spec.config, "overrides": overrides, "backend": plan.backend,
+              "config": project.spec.config, "overrides": mask_overrides(overrides, project.spec.sensitive),
+              "backend": plan.backend,
               "state": {"lineage": state.lineage, "serial_before": state.serial},
               "plan": {k: v for k, v in plan.to_dict().items() if k != "facts"}, "steps": {}}
     runs.write(record)
@@ -279,7 +303,9 @@ def _execute(args, console, project, plan, state, facts, instances, targets, rep
     elapsed = time.time() - started
     summary = (f"{counts.get('ran', 0)} ran, {counts.get('restored', 0)} restored from cache, "
                f"{failed} failed, {counts.get('skipped', 0)} skipped, {counts.get('up-to-date', 0)} up to date")
-    resume = _resume_command(args, overrides)
+    resume = _resume_command(args, mask_overrides(overrides, project.spec.sensitive))
+    if any(is_masked_override(o) for o in mask_overrides(overrides, project.spec.sensitive)):
+        resume += "\n  (give each (sensitive) value again; it is never printed)"
     if interrupted:
         console.error(f"\nInterrupted: {summary}; finished steps are saved (state serial {state.serial}).\n"
                       f"Resume with: {resume}")

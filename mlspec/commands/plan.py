@@ -91,6 +91,7 @@ def emit(data: dict, fmt: str, console: Console, *, verbose: bool = False, edges
 
 
 def save_plan(path: Path, project: Project, plan, state, edges=()) -> None:
+    from mlspec.sensitive import mask_overrides, scrub
     from mlspec.storage import atomic_write_local
 
     bundle = {
@@ -98,12 +99,13 @@ def save_plan(path: Path, project: Project, plan, state, edges=()) -> None:
         "mlspec_version": __version__,
         "created": time.time(),
         "spec_file": project.spec_file,
-        "overrides": list(project.overrides),
+        # a secret given as an override is not written: `mlspec apply FILE` asks for it again
+        "overrides": mask_overrides(project.overrides, project.spec.sensitive),
         "new_state": None if state.exists else {"lineage": state.lineage, "fingerprint_key": state.fingerprint_key},
         "plan": plan.to_dict(),
         "edges": [list(e) for e in edges],
     }
-    atomic_write_local(path, json.dumps(bundle, indent=1, sort_keys=True).encode())
+    atomic_write_local(path, json.dumps(scrub(bundle), indent=1, sort_keys=True).encode())
 
 
 def load_planfile(path: str) -> dict:

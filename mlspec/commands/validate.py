@@ -7,7 +7,7 @@ import json
 from mlspec.compose import compose
 from mlspec.console import Console
 from mlspec.errors import SpecError
-from mlspec.load import import_diagnostics, validate_composed
+from mlspec.load import import_diagnostics, sensitive_diagnostics, validate_composed
 from mlspec.spec import build_spec
 
 
@@ -16,10 +16,10 @@ def run(args, console: Console) -> int:
     spec = None
     try:
         c = compose(args.project_dir, args.file, args.overrides)
-        diags = validate_composed(c)
+        diags = validate_composed(c) + sensitive_diagnostics(c)
         if not diags:
             spec = build_spec(c.data, project_dir=c.sources.project_dir, spec_file=c.spec_file,
-                              secret_paths=c.secret_paths, choices=c.choices)
+                              sensitive=c.sensitive, choices=c.choices)
             if args.check_imports:
                 diags = import_diagnostics(spec, c)
     except SpecError as exc:
