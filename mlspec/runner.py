@@ -229,6 +229,29 @@ def _run_cmd(task: dict, inputs: dict, outdir: Path, project_dir: str) -> tuple[
     return outputs, metrics
 
 
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _check_location(task: dict, name: str, path: str, workdir: Path, inputs: dict) -> None:
+    """Refuse an output file that resolves (symlinks followed) outside the project and the step's work dir.
+
+    A step returning ``/etc/passwd``, or a command whose output is a symlink to ``~/.aws/credentials``,
+    would otherwise copy that file into a store the whole team reads. Allowed besides the project and the
+    work dir: the step's own inputs (an output may be an input passed through) and the directories the
+    step declares under ``external_paths``.
+    """
+    real = os.path.realpath(path)
+    roots = [task["project_dir"], str(workdir), *(task.get("external_paths") or ())]
+    if any(_under(real, os.path.realpath(r)) for r in roots):
+        return
+    if any(real == os.path.realpath(p) for p, _fmt in inputs.values()):
+        return
+    step = str(task.get("address") or "step.NAME").split(".", 1)[-1].split("[", 1)[0]
+    raise StepFailed(f"output '{name}' resolves to {real}, outside the project; declare its directory under "
+                     f"steps.{step}.external_paths to allow it")
+
+
 _SEEN_MTIMES: dict[str, int] = {}  # project module file -> mtime when first seen
 _SCANNED: set = set()  # module names already classified (project or not)
 
@@ -296,6 +319,8 @@ def execute(task: dict, workdir: str | None = None) -> dict:
         bad = {k: v for k, v in metrics.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
         if bad:
             raise StepFailed(f"metrics must be numbers: {', '.join(f'{k}={v!r}' for k, v in bad.items())}")
+        for name, (path, _fmt) in produced.items():
+            _check_location(task, name, path, tmp, inputs)
         outputs = {}
         for name, (path, fmt) in produced.items():
             digest, size = store.put_file(path)
@@ -321,11 +346,21 @@ def execute(task: dict, workdir: str | None = None) -> dict:
 
 
 def main() -> int:
-    """``python -m mlspec.runner RESULT_PATH``: the task JSON arrives on stdin (secrets never touch disk)."""
+    """``python -m mlspec.runner RESULT_PATH [PARENT_PID]``: the task JSON arrives on stdin (secrets never
+    touch disk). With PARENT_PID (the local backend passes mlspec's pid) this process and everything the
+    step starts die with that process (:func:`mlspec.worker.guard`); either way nothing the step started
+    outlives it (:func:`mlspec.worker.kill_leftovers`)."""
+    from mlspec import worker
+
     result_path = sys.argv[1]
+    if len(sys.argv) > 2:
+        worker.guard(int(sys.argv[2]))
+    else:
+        worker._prctl(worker._PR_SET_CHILD_SUBREAPER, 1)
     task = json.loads(sys.stdin.read())
     workdir = os.path.dirname(result_path)
     result = execute(task, workdir)
+    worker.kill_leftovers()
     from mlspec.storage import atomic_write_local
 
     atomic_write_local(result_path, json.dumps(result).encode())

@@ -5,6 +5,11 @@ steps, saving the interpreter start-up and imports on every step; with ``fresh_p
 gets a new interpreter (``python -m mlspec.runner``). Either way a crashing, leaking or hanging step cannot
 take mlspec down: each worker runs in its own session (process group), a step's stdout/stderr go to its
 log, and a timeout or Ctrl-C kills the worker's whole group (the pool replaces it).
+
+No process outlives the apply that started it (mlspec.worker.guard): workers die with mlspec (also on
+``kill -9``), together with everything their steps started, and a step's leftover processes are killed
+when it ends. The backend's temp dir (``mlspec-local-PID-*``) carries the owner's pid, so that dirs left
+by a killed mlspec are removed by the next one.
 """
 
 from __future__ import annotations
@@ -43,6 +48,43 @@ def _kill_group(proc: subprocess.Popen, grace: float = 2.0) -> None:
         proc.wait()
 
 
+TMP_PREFIX = "mlspec-local-"
+
+
+def _worker_env(env: dict) -> dict:
+    """The env of one worker process: a token of its own that every process its steps start inherits."""
+    from mlspec.worker import TOKEN_VAR
+
+    return dict(env, **{TOKEN_VAR: os.urandom(8).hex()})
+
+
+def sweep_stale_tmp(tmp_root: str | None = None) -> list[str]:
+    """Remove ``mlspec-local-PID-*`` dirs of this user whose owning process is gone (a killed mlspec)."""
+    from mlspec.lock import process_alive
+
+    removed = []
+    root = tmp_root or tempfile.gettempdir()
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for e in entries:
+        if not e.name.startswith(TMP_PREFIX):
+            continue
+        pid, sep, _ = e.name[len(TMP_PREFIX):].partition("-")
+        if not sep or not pid.isdigit() or int(pid) == os.getpid():
+            continue  # not ours to judge (e.g. made by an older mlspec, which put no pid in the name)
+        try:
+            if not e.is_dir(follow_symlinks=False) or e.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if not process_alive(int(pid)):
+            shutil.rmtree(e.path, ignore_errors=True)
+            removed.append(e.path)
+    return removed
+
+
 def read_log(path: Path) -> str:
     try:
         size = path.stat().st_size
@@ -59,9 +101,9 @@ class _Worker:
 
     def __init__(self, python: str, cwd: str, env: dict):
         r, w = os.pipe()
-        self.proc = subprocess.Popen([python, "-m", "mlspec.worker", str(w)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(w,),
-                                     cwd=cwd, env=env, start_new_session=True)
+        self.proc = subprocess.Popen([python, "-m", "mlspec.worker", str(w), str(os.getpid())],
+                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     pass_fds=(w,), cwd=cwd, env=_worker_env(env), start_new_session=True)
         os.close(w)
         self.results = os.fdopen(r, "r")
 
@@ -108,7 +150,8 @@ class LocalBackend(Backend):
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
-        self._tmp = Path(tempfile.mkdtemp(prefix="mlspec-local-"))
+        sweep_stale_tmp()
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
 
     def capacity(self) -> int:
         return int(self.settings.get("max_workers") or os.cpu_count() or 1)
@@ -195,9 +238,10 @@ class LocalBackend(Backend):
             if self._cancelled.is_set():
                 return TaskResult(TaskStatus.CANCELLED, error="cancelled before it started")
             with open(log_path, "wb") as log:
-                proc = subprocess.Popen([python, "-m", "mlspec.runner", str(result_path)], stdin=subprocess.PIPE,
-                                        stdout=log, stderr=subprocess.STDOUT, cwd=str(self.context.project_dir),
-                                        env=env, start_new_session=True)
+                proc = subprocess.Popen([python, "-m", "mlspec.runner", str(result_path), str(os.getpid())],
+                                        stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                        cwd=str(self.context.project_dir), env=_worker_env(env),
+                                        start_new_session=True)
                 with self._lock:
                     self._procs[task.id] = proc
                 try:
