@@ -7,7 +7,9 @@ here for diagnostics (syntax errors, tabs, empty files, duplicate keys) and to l
 
 from __future__ import annotations
 
+import gc
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +17,10 @@ import yaml
 
 from mlspec.errors import Diagnostic, SpecError
 
-import re
+# Aliases (`*name`) may repeat at most this many nodes in one file, counted with nesting: an alias of a
+# list of 9 aliases of a 9-item list repeats 1 + 9 * 10 nodes. A spec that needs more is refused before
+# anything expands it (a 557-byte "billion laughs" file expands to ~400 million nodes). docs/errors.md.
+MAX_ALIAS_NODES = 1_000_000
 
 try:  # libyaml is ~10x faster; fall back to the pure-Python loader when it is missing
     _Base = yaml.CSafeLoader
@@ -58,6 +63,124 @@ _Loader.add_implicit_resolver(
 _Loader.yaml_implicit_resolvers = {
     key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for key, resolvers in _Loader.yaml_implicit_resolvers.items()}
+
+
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_NULL = "tag:yaml.org,2002:null"
+_MERGE = "tag:yaml.org,2002:merge"
+_PLAIN_SCALARS = ("tag:yaml.org,2002:null", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
+                  "tag:yaml.org,2002:float")
+
+
+def _construct_tree(loader: _Loader, root: yaml.Node) -> tuple[Any, bool]:
+    """The data of a node *tree* (no node appears twice: the file has no aliases), and whether a mapping
+    has a duplicate or null key. Same result as ``loader.construct_document`` at a third of the cost: plain
+    maps, lists and scalars are built directly; anything else (merge keys, explicit tags) goes through the
+    loader's own constructors."""
+    ctors = loader.yaml_constructors
+    scalar_node, mapping_node, sequence_node = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
+    suspect = False
+
+    def build(node):
+        nonlocal suspect
+        cls, tag = node.__class__, node.tag
+        if cls is scalar_node:
+            if tag == _STR:
+                return node.value
+            if tag in _PLAIN_SCALARS:
+                return ctors[tag](loader, node)
+        elif cls is mapping_node and tag == _MAP:
+            out = {}
+            for knode, vnode in node.value:
+                if knode.__class__ is not scalar_node or knode.tag == _MERGE:
+                    return loader.construct_object(node, deep=True)
+                if knode.tag == _NULL:
+                    suspect = True
+                out[build(knode)] = build(vnode)
+            if len(out) != len(node.value):
+                suspect = True
+            return out
+        elif cls is sequence_node and tag == _SEQ:
+            return [build(item) for item in node.value]
+        return loader.construct_object(node, deep=True)
+
+    data = build(root)
+    return data, suspect or loader.suspect
+
+
+def _alias_problem(root: yaml.Node, file: str, text: str) -> Diagnostic | None:
+    """A diagnostic when aliases repeat more than MAX_ALIAS_NODES nodes or an alias contains itself.
+
+    The composer gives an alias the very node object of its anchor, so the node graph is a DAG (or has a
+    cycle, for `&a [*a]`): expanded sizes are counted once per distinct node, in time linear in the file.
+    """
+    size: dict[int, int] = {}
+    refs: dict[int, int] = {}
+    shared: dict[int, yaml.Node] = {}
+    entered: set[int] = set()
+    stack: list = [(root, False)]
+
+    def children(node):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                yield k
+                yield v
+        elif isinstance(node, yaml.SequenceNode):
+            yield from node.value
+
+    while stack:
+        node, done = stack.pop()
+        i = id(node)
+        if done:
+            total = 1
+            for c in children(node):
+                ic = id(c)
+                total += size[ic]
+                r = refs[ic] = refs.get(ic, 0) + 1
+                if r == 2:
+                    shared[ic] = c
+            size[i] = total
+            entered.discard(i)
+            continue
+        if i in size:
+            continue
+        entered.add(i)
+        stack.append((node, True))
+        for c in children(node):
+            if id(c) in entered:
+                line, col = _mark(c)
+                name = _anchor_name(c, text)
+                return Diagnostic(file, line, col, "", "recursive-alias",
+                                  f"the anchor {'&' + name + ' ' if name else ''}is used (as an alias) inside "
+                                  "itself: the value would be infinite; remove the alias")
+            if id(c) not in size:
+                stack.append((c, False))
+    extra = size[id(root)] - len(size)
+    if extra <= MAX_ALIAS_NODES:
+        return None
+    # name the anchor whose repeats add the most nodes, at its first alias
+    worst = max(shared, key=lambda k: (refs[k] - 1) * size[k])
+    node = shared[worst]
+    name = _anchor_name(node, text)
+    line, col = _mark(node)
+    anchor_line = line
+    name = name or "?"
+    m = re.compile(r"\*" + re.escape(name) + r"(?![^\s,\[\]{}])").search(text, node.start_mark.index)
+    if m:
+        before = text[:m.start()]
+        line, col = before.count("\n") + 1, m.start() - before.rfind("\n")
+    return Diagnostic(file, line, col, "", "alias-limit",
+                      f"YAML aliases would expand this file by {extra:,} nodes, more than the limit of "
+                      f"{MAX_ALIAS_NODES:,} (see docs/errors.md); *{name} (anchor at line {anchor_line}, "
+                      f"{size[worst]:,} nodes) is used {refs[worst] - 1} times: write the values out, or use "
+                      "fewer nested aliases")
+
+
+def _anchor_name(node: yaml.Node, text: str) -> str:
+    m = re.compile(r"&([^\s,\[\]{}]+)").match(text, node.start_mark.index)
+    return m.group(1) if m else ""
 
 
 def parse_scalar(text: str):
@@ -181,20 +304,40 @@ def parse_yaml(text: str, file: str, *, require_mapping: bool = True) -> YamlSou
     """Parse YAML text into a :class:`YamlSource`; every problem becomes a diagnostic."""
     src = YamlSource(file=file, data=None, text=text)
     diags: list[Diagnostic] = []
+    # The cyclic garbage collector runs every few hundred allocations and each run scans the nodes built
+    # so far: with it on, a 50,000-step spec takes 5x longer to load. Nothing here makes cycles.
+    gc_was_on = gc.isenabled()
+    gc.disable()
     try:
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
             if node is not None:
                 src.root = node
-                src.data = loader.construct_document(node)
-                if loader.suspect:  # duplicate or null keys somewhere: walk now to report them
+                problem = _alias_problem(node, file, text) if "*" in text and "&" in text else None
+                if problem is not None:
+                    raise SpecError([problem])
+                if "*" in text and "&" in text:  # maybe aliases: shared nodes, the loader's constructor
+                    src.data, suspect = loader.construct_document(node), loader.suspect
+                else:
+                    src.data, suspect = _construct_tree(loader, node)
+                if suspect:  # duplicate or null keys somewhere: walk now to report them
                     src._marks = ({}, {})
                     _walk(node, (), src, diags)
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
         raise SpecError([_syntax_diag(file, text, exc)]) from None
+    except RecursionError:
+        raise SpecError([Diagnostic(file, 0, 0, "", "yaml-too-deep",
+                                    "the YAML nests lists or mappings too deeply (hundreds of levels) to be read")]
+                        ) from None
+    finally:
+        if gc_was_on:
+            # the file's nodes and data live as long as the command: keep later collections from
+            # scanning them again and again (they are still freed by reference counting)
+            gc.freeze()
+            gc.enable()
     if require_mapping:
         if src.data is None:
             diags.append(Diagnostic(file, 1, 1, "", "empty-spec",
