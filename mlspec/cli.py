@@ -17,6 +17,23 @@ from mlspec.errors import EXIT_BUG, EXIT_ERROR, EXIT_INTERRUPTED, MlspecError
 FORMATS = ("text", "json")
 
 
+class UsageError(Exception):
+    """The command line does not parse: exit 1 (a user error), never argparse's 2 (which `plan
+    --detailed-exitcode` uses for "changes": a CI job would read a typo as a plan with changes)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one `Error:` line with a hint, and exit code 1 (see UsageError)."""
+
+    def error(self, message: str):
+        head = "the following arguments are required: "
+        if message.startswith(head):  # argparse lists the optional KEY=VALUE words too
+            message = head + ", ".join(a for a in message[len(head):].split(", ") if a != "KEY=VALUE")
+        self.print_usage(sys.stderr)
+        print(f"Error: {message}\n  Run `{self.prog} --help` for the options and arguments.", file=sys.stderr)
+        raise UsageError(message)
+
+
 def _overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="Hydra overrides: group=option, key=value, +key=value (add), ~key (delete)")
@@ -27,7 +44,7 @@ def _spec_opts(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mlspec", description="Declare the ML lifecycle in versioned YAML; plan it, apply it anywhere.",
         epilog="Run `mlspec COMMAND --help` for a command's options. Docs: README.md and docs/.")
     parser.add_argument("--version", action="version", version=f"mlspec {__version__}")
@@ -40,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-w", "--workspace", default=os.environ.get("MLSPEC_WORKSPACE") or None, metavar="NAME",
                         help="state workspace (default: storage.workspace, or $MLSPEC_WORKSPACE)")
     # the same global options are accepted after the command too (`mlspec validate -f other.yaml`)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-C", dest="project_dir", default=argparse.SUPPRESS, metavar="DIR", help=argparse.SUPPRESS)
     common.add_argument("-f", "--file", default=argparse.SUPPRESS, metavar="FILE", help=argparse.SUPPRESS)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -164,6 +181,17 @@ def _plan_opts(p: argparse.ArgumentParser, *, formats: bool = True) -> None:
     _spec_opts(p)
 
 
+def _subparser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The parser of the (sub)command the arguments chose: its name is the one to ask for --help."""
+    for attr in ("command", "state_command", "runs_command", "metrics_command", "artifacts_command"):
+        name = getattr(args, attr, None)
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not name or not subs or name not in subs[0].choices:
+            continue
+        parser = subs[0].choices[name]
+    return parser
+
+
 COMMANDS = {
     "init": "mlspec.commands.init",
     "validate": "mlspec.commands.validate",
@@ -203,13 +231,16 @@ def _main(argv: list[str] | None = None) -> int:
     from mlspec.console import Console
 
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        # argparse stops at the first positional: leftover KEY=VALUE words are overrides too
-        bad = [e for e in extra if e.startswith("-")]
-        if bad:
-            parser.error(f"unrecognized arguments: {' '.join(bad)}")
-        args.overrides = list(getattr(args, "overrides", []) or []) + extra
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # argparse stops at the first positional: leftover KEY=VALUE words are overrides too
+            bad = [e for e in extra if e.startswith("-")]
+            if bad:
+                _subparser(parser, args).error(f"unrecognized arguments: {' '.join(bad)}")
+            args.overrides = list(getattr(args, "overrides", []) or []) + extra
+    except UsageError:
+        return EXIT_ERROR
     if not args.command:
         parser.print_help()
         return EXIT_ERROR
