@@ -154,11 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     _overrides(q)
 
-    p = sub.add_parser("artifacts", parents=[common], help="fetch artifacts")
+    p = sub.add_parser("artifacts", parents=[common], help="fetch and verify artifacts")
     as_ = p.add_subparsers(dest="artifacts_command", metavar="SUBCOMMAND")
-    q = as_.add_parser("get", parents=[common], help="copy a step output to DEST")
+    q = as_.add_parser("get", parents=[common], help="copy a step output to DEST (its content checked)")
     q.add_argument("address", help="step.NAME.OUTPUT")
     q.add_argument("dest")
+    _overrides(q)
+    q = as_.add_parser("verify", parents=[common],
+                       help="check every object the state references, and the run-cache (like git fsck)")
+    q.add_argument("--repair", action="store_true",
+                   help="quarantine corrupt objects and drop run-cache entries that point at them")
+    q.add_argument("--format", choices=("text", "json"), default="text")
     _overrides(q)
 
     p = sub.add_parser("backends", parents=[common], help="list installed backends and check the configured one")
@@ -204,7 +210,7 @@ COMMANDS = {
     "runs": "mlspec.commands.records:run_runs",
     "lineage": "mlspec.commands.records:run_lineage",
     "metrics": "mlspec.commands.records:run_metrics",
-    "artifacts": "mlspec.commands.records:run_artifacts",
+    "artifacts": "mlspec.commands.artifacts:run",
     "backends": "mlspec.commands.backends",
 }
 
@@ -246,7 +252,7 @@ def _main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     for cmd, attr, choices in (("state", "state_command", "list, show, rm, pull, push, restore, unlock, history"),
                                ("runs", "runs_command", "list, show"), ("metrics", "metrics_command", "show, diff"),
-                               ("artifacts", "artifacts_command", "get")):
+                               ("artifacts", "artifacts_command", "get, verify")):
         if args.command == cmd and not getattr(args, attr, None):
             print(f"Error: `mlspec {cmd}` needs a subcommand: {choices} (see mlspec {cmd} --help)", file=sys.stderr)
             return EXIT_ERROR

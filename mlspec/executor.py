@@ -123,7 +123,8 @@ class Executor:
             else:
                 rec = self.state.resources[ref.resource]
                 out = rec["outputs"][ref.output]
-                inputs[ref.name] = {"hash": out["hash"], "format": out.get("format", "auto")}
+                inputs[ref.name] = {"hash": out["hash"], "format": out.get("format", "auto"),
+                                    "from": f"{ref.resource}.{ref.output}"}
         params = {k: (str.__str__(v) if isinstance(v, Secret) else v) for k, v in inst.params.items()}
         return {"address": inst.address, "run": inst.step.run, "cmd": inst.step.cmd, "params": params,
                 "inputs": inputs, "outputs": list(inst.step.outputs), "metrics": list(inst.step.metrics),

@@ -118,13 +118,23 @@ def _save(value, dest_base: Path) -> tuple[str, str]:
 
 def _materialise_inputs(task: dict, store, workdir: Path) -> dict:
     """input name -> (local path, format)."""
+    from mlspec.artifacts import CorruptArtifact
+
     out = {}
     indir = workdir / "inputs"
     indir.mkdir(parents=True, exist_ok=True)
     for name, spec in sorted(task["inputs"].items()):
         fmt = spec.get("format") or "auto"
         if spec.get("hash") and not spec.get("path"):
-            src = store.local_path(spec["hash"], workdir / "cache")
+            try:  # content-checked: a corrupt object is quarantined, never handed to the step
+                src = store.local_path(spec["hash"], workdir / "cache", produced_by=spec.get("from", ""))
+            except FileNotFoundError:
+                raise StepFailed(f"input '{name}': object {spec['hash']} ({spec.get('from', 'an upstream output')}) "
+                                 "is missing from the artifact store; the next plan re-runs the step that makes it"
+                                 ) from None
+            except CorruptArtifact as exc:
+                raise StepFailed(f"input '{name}': {exc}; the next plan re-runs "
+                                 f"{spec.get('from', 'the producing step').rsplit('.', 1)[0]} to make it again") from None
             link = indir / (name + _EXT.get(fmt, ""))
             if not link.exists():
                 os.symlink(src, link)
