@@ -74,8 +74,11 @@ class RunStore:
 
     def write(self, record: dict) -> None:
         # non-finite metrics are written as "nan"/"inf"/"-inf": the file stays valid JSON (docs/state.md)
-        self.loc.write_bytes(f"{record['run_id']}.json",
-                             json.dumps(json_safe(record), indent=1, sort_keys=True).encode())
+        try:
+            text = json.dumps(record, indent=1, sort_keys=True, allow_nan=False)
+        except ValueError:
+            text = json.dumps(json_safe(record), indent=1, sort_keys=True)
+        self.loc.write_bytes(f"{record['run_id']}.json", text.encode())
 
     def ids(self) -> list[str]:
         return sorted(n[:-5] for n in self.loc.list() if n.endswith(".json") and not n.startswith("."))

@@ -83,15 +83,6 @@ def read_resources(resources: dict) -> dict:
     return {a: _read_record(r) for a, r in resources.items()}
 
 
-def _sorted(obj):
-    """Dicts with sorted keys, recursively (for stable, diffable files)."""
-    if isinstance(obj, dict):
-        return {k: _sorted(obj[k]) for k in sorted(obj)}
-    if isinstance(obj, list):
-        return [_sorted(v) for v in obj]
-    return obj
-
-
 # --- shape checks: what a reader needs of each file before it trusts it ---------------------------------
 # Small functions, one per record type, that return the first problem found (or ""). Keep them that way:
 # they are meant to be replaced by typed records and JSON Schemas.
@@ -157,13 +148,25 @@ class State:
     exists: bool = True  # False for the empty state of a workspace never applied
 
     def to_doc(self) -> dict:
-        """The document as written: the serial near the top (a truncated file still tells its serial),
-        non-finite numbers as strings, the checksum over the canonical form of everything else."""
+        """The document: non-finite numbers as strings, the checksum over the canonical form of the rest."""
         doc = {"format_version": self.format_version, "lineage": self.lineage, "serial": self.serial,
                "workspace": self.workspace, "project": self.project, "fingerprint_key": self.fingerprint_key,
-               "resources": _sorted(json_safe(self.resources))}
-        doc["checksum"] = hash_bytes(canonical_json(doc))
+               "resources": self.resources}
+        raw = canonical_json(doc)
+        if b"NaN" in raw or b"Infinity" in raw:  # rare: only then walk the records (json_safe)
+            doc["resources"] = json_safe(self.resources)
+            raw = canonical_json(doc)
+        doc["checksum"] = hash_bytes(raw)
         return doc
+
+    def to_bytes(self) -> bytes:
+        """The document as a file: the serial near the top (a truncated file still says its serial), the
+        resources with sorted keys (stable diffs), the checksum last."""
+        doc = self.to_doc()
+        head = {k: v for k, v in doc.items() if k not in ("resources", "checksum")}
+        text = json.dumps(head, indent=1)[:-2]  # without the closing "\n}"
+        body = json.dumps(doc["resources"], indent=1, sort_keys=True).replace("\n", "\n ")
+        return f'{text},\n "resources": {body},\n "checksum": {json.dumps(doc["checksum"])}\n}}'.encode()
 
     @classmethod
     def from_doc(cls, doc, where: str) -> "State":
@@ -361,7 +364,7 @@ class StateStore:
                                      f"{int(time.time())}.json", cur_raw)
         st.serial = max(st.serial, self.highest_serial(cur_raw), floor) + 1
         st.exists = True
-        self.loc.write_bytes(self.doc_name, json.dumps(st.to_doc(), indent=1).encode())
+        self.loc.write_bytes(self.doc_name, st.to_bytes())
         for name in self.loc.list(self.journal):
             self.loc.delete(f"{self.journal}/{name}")
         serials = self.history_serials()
