@@ -51,22 +51,27 @@ def _prctl(option: int, arg) -> bool:
         return False
 
 
+_HAVE_PROC = os.path.isdir("/proc/self")
+
+
 def process_alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie: mlspec.lock.process_alive without its imports."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-        return data[data.rfind(b")") + 2:][:1] not in (b"Z", b"X", b"")
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
+    """Whether a process exists and is not a zombie (like mlspec.lock.process_alive, without its imports)."""
+    if _HAVE_PROC:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                data = fh.read()
+            return data[data.rfind(b")") + 2:][:1] not in (b"Z", b"X", b"")
+        except FileNotFoundError:
             return False
-        except PermissionError:
+        except OSError:
             return True
+    try:  # no /proc (macOS, BSD): ask the kernel
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
+    return True
 
 
 def _proc_table() -> dict[int, tuple[int, str]]:
