@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlspec import SPEC_FORMAT_VERSION
-from mlspec.sensitive import MASK, Sensitivity, mask
+from mlspec.sensitive import Sensitivity, mask
 from mlspec.sensitive import find as find_sensitive
 from mlspec.units import parse_duration, parse_size
 

@@ -18,14 +18,14 @@ PROJECTS = [REPO / "examples/churn", REPO / "examples/minimal", REPO / "tests/ca
 
 def _both(project: Path, overrides: list[str], monkeypatch) -> tuple:
     calls = []
-    real = compose_mod._compose_fast
+    real = compose_mod.compose_fast
 
     def spy(*a, **kw):
         out = real(*a, **kw)
         calls.append(out is not None)
         return out
 
-    monkeypatch.setattr(compose_mod, "_compose_fast", spy)
+    monkeypatch.setattr(compose_mod, "compose_fast", spy)
     monkeypatch.delenv("MLSPEC_COMPOSE", raising=False)
     fast = compose(project, None, overrides)
     monkeypatch.setenv("MLSPEC_COMPOSE", "hydra")
