@@ -362,3 +362,26 @@ def load_yaml(path: str | os.PathLike, shown_as: str | None = None, *, require_m
     except UnicodeDecodeError as exc:
         raise SpecError([Diagnostic(shown, 0, 0, "", "not-utf8", f"the file is not UTF-8 text ({exc.reason})")]) from None
     return parse_yaml(text, shown, require_mapping=require_mapping)
+
+
+def check_alias_limit(path: str | os.PathLike, shown_as: str | None = None) -> None:
+    """Raise SpecError when a YAML file's aliases break the limit (MAX_ALIAS_NODES) or recurse; nothing
+    else is checked (a syntax error, an unreadable file: whoever reads the file reports it). For files that
+    another parser (Hydra/OmegaConf) reads before load_yaml does: it would expand the aliases."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError):
+        return
+    if "*" not in text or "&" not in text:
+        return
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.YAMLError:
+        return
+    finally:
+        loader.dispose()
+    problem = _alias_problem(node, shown_as or str(path), text) if node is not None else None
+    if problem is not None:
+        raise SpecError([problem])
