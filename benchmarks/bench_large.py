@@ -65,7 +65,7 @@ def main() -> int:
                              f"< {c.fmt_s(target)}" if target else "—",
                              c.verdict(st.median < target) if target else "—",
                              c.verdict(st.cpu < target) if target else "—"])
-                note = "  # after: rm -rf .mlspec/cache" if before else ""
+                note = "  # each run right after: rm -rf .mlspec/cache" if before else ""
                 cmds.append(c.cmdline(cmd, d) + note)
 
     print(c.header("bench_large: `mlspec validate` and `mlspec plan` at up to 50,000 steps, whole process", args))
