@@ -370,7 +370,10 @@ def main() -> int:
     task = json.loads(sys.stdin.read())
     workdir = os.path.dirname(result_path)
     result = execute(task, workdir)
-    worker.kill_leftovers()
+    try:
+        worker.kill_leftovers()
+    except OSError:
+        pass
     from mlspec.storage import atomic_write_local
 
     atomic_write_local(result_path, json.dumps(result).encode())

@@ -203,10 +203,15 @@ def _sentinel(read_fd: int, worker: int, parent: int, token: str) -> None:
 def _start_sentinel(parent: int, token: str) -> None:
     worker = os.getpid()
     r, w = os.pipe()  # the worker keeps w (close-on-exec, so exec'd step processes never hold it)
-    mid = os.fork()
+    try:
+        mid = os.fork()
+    except OSError:  # no process to spare: run without a sentinel (the death signal still holds on Linux)
+        os.close(r)
+        os.close(w)
+        return
     if mid == 0:  # intermediate: fork the sentinel and exit, so that the sentinel is not the worker's child
-        if os.fork() == 0:
-            try:
+        try:
+            if os.fork() == 0:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a group SIGTERM (timeout) must leave it to sweep
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -215,10 +220,9 @@ def _start_sentinel(parent: int, token: str) -> None:
                 null = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
-            except BaseException:  # noqa: BLE001 - a forked child must never return into the worker
-                os._exit(0)
-            _sentinel(r, worker, parent, token)
-        os._exit(0)
+                _sentinel(r, worker, parent, token)
+        finally:
+            os._exit(0)  # a forked child never returns into the worker's code
     os.close(r)
     os.waitpid(mid, 0)
     _keep.append(w)
@@ -271,7 +275,10 @@ def main() -> int:
             os.dup2(saved_err, 2)
             os.environ.clear()
             os.environ.update(base_env)
-            kill_leftovers()  # nothing the step started outlives it, and it is gone before the result is sent
+            try:
+                kill_leftovers()  # nothing the step started outlives it, and it is gone before the result is sent
+            except OSError:
+                pass
         out.write(json.dumps(result) + "\n")
     return 0
 
