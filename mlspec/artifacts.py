@@ -299,7 +299,9 @@ class ArtifactStore:
 
     def runcache_put(self, fingerprint: str, entry: Mapping) -> None:
         # a cache entry: atomic (never half-written) but not fsynced; losing one in a power cut costs a re-run
-        body = dict(entry, fingerprint=fingerprint)
+        from mlspec.state import json_safe
+
+        body = json_safe(dict(entry, fingerprint=fingerprint))  # NaN metrics as "nan": valid JSON
         body.pop("checksum", None)
         body["checksum"] = hash_bytes(canonical_json(body))
         self.loc.write_bytes(f"runcache/{_hex(fingerprint)}.json", canonical_json(body), durable=False)

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallelism", type=int, default=None, metavar="N",
                    help="run at most N steps at once (default: the backend's capacity)")
     p.add_argument("--fail-fast", action="store_true", help="stop everything at the first failed step")
+    p.add_argument("--format", choices=FORMATS, default="text",
+                   help="json: one JSON object per line (the plan, each event, a summary), for CI systems")
 
     p = sub.add_parser("show", parents=[common], help="render a saved plan file")
     p.add_argument("planfile")

@@ -208,16 +208,13 @@ def sensitive_leaves(step: Step, redactor) -> list:
     return found
 
 
-def gather(spec: Spec, used_datasets: set, *, cache: HashCache, key: str, runcache: Mapping | None = None) -> Facts:
+def gather_steps(spec: Spec, facts: Facts, cache: HashCache, key: str) -> None:
+    """Code facts of every step, and keyed fingerprints of every sensitive value the steps use."""
     from mlspec.load import code_paths
     from mlspec.sensitive import Redactor
 
     roots = [Path(p) for p in code_paths(spec.project_dir)]
     scanner = CodeScanner(spec.project_dir, roots, cache)
-    facts = Facts(runcache=runcache if runcache is not None else {})
-    for name in sorted(used_datasets):
-        ds = spec.datasets[name]
-        facts.datasets[ds.address] = dataset_fact(spec, ds, cache)
     redactor = Redactor(spec.sensitive.values)
     for name, step in spec.steps.items():
         facts.code[name] = code_facts(spec, step, scanner, cache)
@@ -225,7 +222,6 @@ def gather(spec: Spec, used_datasets: set, *, cache: HashCache, key: str, runcac
             k = _leaf_key(leaf)
             if k not in facts.secrets:
                 facts.secrets[k] = secret_fingerprint(str.__str__(leaf) if isinstance(leaf, str) else k, key)
-    return facts
 
 
 # --- the fingerprint itself (pure) -----------------------------------------------------------------

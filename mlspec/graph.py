@@ -13,7 +13,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from mlspec.addresses import format_value, instance_address, parse_address
+from mlspec.addresses import instance_address, parse_address
 from mlspec.spec import Spec, Step
 
 
@@ -140,7 +140,3 @@ def expand(spec: Spec) -> list[StepInstance]:
             address = instance_address(name, {k: c[k] for k in sorted(c)}) if c else f"step.{name}"
             instances.append(StepInstance(address, step, dict(c), params, tuple(refs)))
     return instances
-
-
-def matrix_values(step: Step) -> dict[str, list[str]]:
-    return {k: [format_value(v) for v in vals] for k, vals in step.matrix.items()}

@@ -49,7 +49,7 @@ def _validation_key(c: Composed) -> str:
     from mlspec.spec import _canonical
 
     h = xxhash.xxh3_128()
-    h.update(_canonical(mask(c.data, c.sensitive)))
+    h.update(_canonical(mask(c.data, c.sensitive) if c.sensitive.paths else c.data))
     h.update(_canonical([__version__, load_schema(), backend_types()]))
     return h.hexdigest()
 

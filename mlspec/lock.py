@@ -23,6 +23,14 @@ def _who() -> str:
 
 def process_alive(pid: int) -> bool:
     """Whether a process exists and is not a zombie."""
+    if not os.path.isdir("/proc/self"):  # no procfs (macOS, BSD): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
             for line in fh:

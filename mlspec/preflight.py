@@ -13,7 +13,7 @@ from mlspec.backends.api import Backend, Context, Requirement
 from mlspec.backends.registry import load_backend_class
 from mlspec.errors import MlspecError
 from mlspec.load import code_paths
-from mlspec.plan import Action
+from mlspec.core.types import Action
 from mlspec.spec import BackendConfig
 
 

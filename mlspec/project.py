@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Sequence
 
 from mlspec.artifacts import ArtifactStore, RunCacheView
-from mlspec.fingerprint import Facts, gather
+from mlspec.core.kind import Node, all_nodes, kinds
+from mlspec.fingerprint import Facts
 from mlspec.graph import StepInstance, expand
 from mlspec.hashing import HashCache
 from mlspec.load import load_spec
 from mlspec.lock import StateLock
-from mlspec.plan import Plan, make_plan, select_targets
+from mlspec.plan import Plan, make_plan, select
 from mlspec.spec import Spec
 from mlspec.state import State, StateStore
 from mlspec.storage import Location
@@ -50,45 +51,30 @@ class Project:
     def read_state(self) -> State:
         return self.store.read(self.spec.project)
 
+    def nodes(self) -> list[Node]:
+        """Every resource of every kind, in topological order."""
+        return all_nodes(self.spec)
+
     def instances(self) -> list[StepInstance]:
         return expand(self.spec)
 
-    def gather_facts(self, state: State, instances: list[StepInstance], targets: Sequence[str] = ()) -> Facts:
-        selected = select_targets(instances, targets) if targets else {i.address for i in instances}
-        used = {r.resource.split(".", 1)[1] for i in instances if i.address in selected for r in i.inputs
-                if r.kind == "dataset"}
-        facts = gather(self.spec, used, cache=self.cache, key=state.fingerprint_key,
-                       runcache=RunCacheView(self.artifacts))
-        facts.bad_outputs = self.check_outputs(state, selected)
+    def gather_facts(self, state: State, nodes: list[Node], targets: Sequence[str] = ()) -> Facts:
+        """Each kind reads what its planned resources need (I/O happens here, never in make_plan)."""
+        selected = select(nodes, targets)
+        facts = Facts(runcache=RunCacheView(self.artifacts))
+        for k in kinds():
+            mine = [n for n in nodes if n.kind == k.name and n.address in selected]
+            if mine:
+                k.gather(self.spec, mine, state, self, facts)
         self.cache.save()
         return facts
 
-    def check_outputs(self, state: State, addresses) -> dict:
-        """Recorded outputs that are missing from the store or have the wrong size (a stat each, no reads):
-        the plan re-runs their steps. Content is verified whenever an object is read."""
-        bad = {}
-        for addr in addresses:
-            rec = state.resources.get(addr)
-            if not rec or rec.get("kind") != "step":
-                continue
-            for out in (rec.get("outputs") or {}).values():
-                if isinstance(out, dict) and isinstance(out.get("hash"), str) and out["hash"] not in bad:
-                    problem = self.artifacts.quick_check(out["hash"], out.get("size"))
-                    if problem:
-                        bad[out["hash"]] = problem
-        return bad
-
     def plan(self, state: State | None = None, targets: Sequence[str] = (), replace: Sequence[str] = (),
-             instances: list[StepInstance] | None = None) -> tuple[Plan, State, Facts, list[StepInstance]]:
+             nodes: list[Node] | None = None) -> tuple[Plan, State, Facts, list[Node]]:
         state = state if state is not None else self.read_state()
-        instances = instances if instances is not None else self.instances()
-        facts = self.gather_facts(state, instances, targets)
-        return make_plan(self.spec, state, facts, targets=targets, replace=replace, instances=instances), \
-            state, facts, instances
+        nodes = nodes if nodes is not None else self.nodes()
+        facts = self.gather_facts(state, nodes, targets)
+        return make_plan(self.spec, state, facts, targets=targets, replace=replace, nodes=nodes), state, facts, nodes
 
-    def graph_edges(self, instances: list[StepInstance]) -> list[tuple[str, str]]:
-        edges = set()
-        for i in instances:
-            for r in i.inputs:
-                edges.add((r.resource, i.address))
-        return sorted(edges)
+    def graph_edges(self, nodes: list[Node]) -> list[tuple[str, str]]:
+        return sorted({(u, n.address) for n in nodes for u in n.upstream})

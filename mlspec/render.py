@@ -9,21 +9,19 @@ from __future__ import annotations
 import json
 from typing import Callable
 
+from mlspec.core.types import Action
+
 MARKDOWN_LIMIT = 60_000
-_SYMBOL = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "read": "<=", "no-op": " "}
 _COLOR = {"create": ("green",), "update": ("yellow",), "replace": ("red",), "delete": ("red",), "read": ("cyan",)}
 
 
 def _verdict_text(ch: dict) -> str:
-    action, verdict = ch["actions"][0], ch.get("verdict")
-    if ch["kind"] == "dataset":
-        return "read" if action == "read" else "unchanged"
-    if action == "delete":
-        return "destroy (artifacts stay in the store)"
-    if action == "no-op":
-        return "up to date"
-    return {"run": "run", "restore": "restore from run-cache", "known after apply": "(known after apply)"}.get(
-        verdict or "", verdict or "")
+    """The words after the address: each kind says its own (a dataset is "read", a step "run")."""
+    from mlspec.core.kind import kind, known_kind
+
+    if known_kind(ch["kind"]):
+        return kind(ch["kind"]).verdict_text(ch)
+    return ch.get("verdict") or ch["actions"][0]
 
 
 def summary_line(plan: dict) -> str:
@@ -51,7 +49,7 @@ def render_text(plan: dict, *, verbose: bool = False, style: Callable[..., str] 
         w = max(len(c["address"]) for c in changes)
         for c in changes:
             action = c["actions"][0]
-            sym = _SYMBOL[action]
+            sym = Action(action).symbol
             head = f"  {sym:>3} {c['address']:<{w}}  {_verdict_text(c)}"
             lines.append(style(head, *_COLOR.get(action, ())))
             for r in c["reasons"]:
@@ -73,7 +71,7 @@ def _mermaid(plan: dict, graph_edges: list, limit: int = 60) -> str:
     ids = {a: f"n{i}" for i, a in enumerate(nodes)}
     out = ["```mermaid", "graph LR"]
     for a in nodes:
-        label = f"{_SYMBOL[changed[a]['actions'][0]].strip() or '='} {a}".replace('"', "'")
+        label = f"{Action(changed[a]['actions'][0]).symbol.strip() or '='} {a}".replace('"', "'")
         out.append(f'  {ids[a]}["{label}"]')
     for src, dst in graph_edges:
         if src in ids and dst in ids:
@@ -105,7 +103,7 @@ def render_markdown(plan: dict, graph_edges: list | None = None) -> str:
     used, shown = 0, 0
     for c in changes:
         why = "; ".join(r["message"] for r in c["reasons"]).replace("|", "\\|")
-        row = f"| `{_SYMBOL[c['actions'][0]]}` | `{c['address']}` | {_verdict_text(c)} | {why} |"
+        row = f"| `{Action(c['actions'][0]).symbol}` | `{c['address']}` | {_verdict_text(c)} | {why} |"
         if used + len(row) + len(text_tail) > body_budget:
             break
         rows.append(row)

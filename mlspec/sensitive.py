@@ -53,6 +53,19 @@ _ENV_RESOLVER = re.compile(r"\$\{\s*(oc\.env|env)\s*:")
 _SECRET_REF = re.compile(r"\$\{\s*secrets\.")
 
 
+_ENV_NAME = re.compile(r"\$\{\s*(?:oc\.env|env)\s*:\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _from_environment(text: str) -> bool:
+    """Whether an interpolation takes a value from the environment (a default written in the spec is not)."""
+    if not _ENV_RESOLVER.search(text):
+        return False
+    import os
+
+    names = _ENV_NAME.findall(text)
+    return not names or any(n in os.environ for n in names)
+
+
 def looks_like_credential(name: str) -> bool:
     return bool(CREDENTIAL_NAME.search(str(name)))
 
@@ -101,7 +114,7 @@ def find(data: Mapping, interpolations: Iterable[tuple[tuple, str]] = ()) -> Sen
     if isinstance(secrets, dict):
         sources.update(("secrets", k) for k in secrets)
     for path, text in interpolations:
-        if _SECRET_REF.search(text) or (_ENV_RESOLVER.search(text) and tuple(path) not in PUBLIC_PATHS):
+        if _SECRET_REF.search(text) or (_from_environment(text) and tuple(path) not in PUBLIC_PATHS):
             sources.add(tuple(path))
     storage = data.get("storage") if isinstance(data, Mapping) else None
     if isinstance(storage, dict) and isinstance(storage.get("options"), dict):
@@ -169,7 +182,6 @@ class Redactor:
     def __init__(self, values: Iterable[str] = ()):
         self._lock = threading.Lock()
         self._exact: frozenset = frozenset()
-        self._needles: tuple = ()  # longest first, for free text
         self._pattern: re.Pattern | None = None
         self._bytes_pattern: re.Pattern | None = None
         self.add(values)
@@ -196,7 +208,7 @@ class Redactor:
                 needles.add(json.dumps(v, ensure_ascii=False)[1:-1])
                 needles.add(repr(v)[1:-1])
             ordered = tuple(sorted(needles, key=lambda s: (-len(s), s)))
-            self._exact, self._needles = frozenset(exact), ordered
+            self._exact = frozenset(exact)
             if ordered:
                 self._pattern = re.compile("|".join(re.escape(n) for n in ordered))
                 self._bytes_pattern = re.compile(b"|".join(re.escape(n.encode("utf-8", "surrogatepass"))

@@ -157,6 +157,7 @@ class Spec:
     config: Mapping = field(default_factory=dict)  # resolved spec as data, secrets masked
     choices: Mapping = field(default_factory=dict)
     sensitive: Sensitivity = field(default_factory=Sensitivity, repr=False, compare=False)
+    extensions: Mapping = field(default_factory=dict)  # top-level x-* sections, for resource-kind plugins
 
     def backend_for(self, step: Step) -> BackendConfig:
         """The backend a step runs on: its own `backend:` (a name in `backends` or a type) or the default."""
@@ -245,4 +246,5 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
         backends={n: _backend(n, b) for n, b in (data.get("backends") or {}).items()},
         secret_names=tuple(sorted((data.get("secrets") or {}).keys())),
         datasets=datasets, steps=steps, models=models, deployments=deployments, monitors=monitors,
-        triggers=triggers, digest=digest, config=masked, choices=dict(choices or {}), sensitive=sensitive)
+        triggers=triggers, digest=digest, config=masked, choices=dict(choices or {}), sensitive=sensitive,
+        extensions={k: v for k, v in data.items() if isinstance(k, str) and k.startswith("x-")})

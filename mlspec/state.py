@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Mapping
+
 
 from mlspec.errors import StateError
 from mlspec.hashing import canonical_json, hash_bytes

@@ -261,8 +261,6 @@ def test_stale_lock_on_this_host_is_broken_automatically(project):
     assert r.returncode == 0 and "broke a stale lock" in r.stderr, r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="needs one line in mlspec/commands/apply.py _execute (record field "
-                                       "`broke_stale_lock`): see docs/state.md, 'Locks'")
 def test_stale_lock_broken_is_recorded_in_the_run_record(project):
     assert project.apply().returncode == 0
     _write_lock(project, socket.gethostname(), _dead_pid())
@@ -392,8 +390,6 @@ def test_nan_metrics_are_stored_as_valid_json_and_shown_as_nan(nan_project, tmp_
     assert r.returncode == 0 and "No changes" in r.stdout, r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="run-cache entries are written by mlspec/artifacts.py through "
-                                       "hashing.canonical_json, which still writes bare NaN (see the report)")
 def test_nan_metrics_in_the_run_cache_are_valid_json(nan_project):
     r = nan_project.apply(env={"MLSPEC_TEST_GATE": ""})
     assert r.returncode == 0, r.stderr

@@ -77,7 +77,8 @@ def test_wheel_ships_schemas_configs_and_templates(tmp_path):
     for must in ("mlspec/schemas/mlspec.schema.json", "mlspec/schemas/plan.schema.json",
                  "mlspec/configs/backend/local.yaml", "mlspec/configs/backend/ray.yaml",
                  "mlspec/templates/churn/mlspec.yaml", "mlspec/templates/churn/src/churn/steps.py",
-                 "mlspec/templates/minimal/data/iris.csv"):
+                 "mlspec/templates/minimal/data/iris.csv", "mlspec/schemas/events.schema.json",
+                 "mlspec/core/kind.py", "mlspec/kinds/step.py", "mlspec/views/apply.py", "mlspec/compose/fast.py"):
         assert must in names, must
     assert not any("/.mlspec/" in n or "__pycache__" in n for n in names)
     # installed from the wheel (not editable), the CLI finds its data files
@@ -86,7 +87,8 @@ def test_wheel_ships_schemas_configs_and_templates(tmp_path):
                    check=True, capture_output=True, timeout=600, env=env)
     wenv = dict(env, PYTHONPATH=str(target))
     proj = tmp_path / "proj"
-    for args in (["init", str(proj), "--template", "churn"], ["-C", str(proj), "validate", "backend=ray"]):
+    for args in (["init", str(proj), "--template", "churn"], ["-C", str(proj), "validate", "backend=ray"],
+                 ["-C", str(proj), "plan", "--no-preflight"]):
         out = subprocess.run([sys.executable, "-m", "mlspec", *args], capture_output=True, text=True, cwd=tmp_path,
                              env=wenv)
         assert out.returncode == 0, out.stderr

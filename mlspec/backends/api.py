@@ -11,7 +11,6 @@ Backends register in the ``mlspec.backends`` entry-point group and receive their
 from __future__ import annotations
 
 import enum
-import json
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +34,6 @@ class TaskStatus(str, enum.Enum):
     FAILED = "failed"
     TIMED_OUT = "timed-out"
     CANCELLED = "cancelled"
-
-    def is_terminal(self) -> bool:
-        return True
 
     @property
     def ok(self) -> bool:
@@ -141,7 +137,3 @@ class Backend:
     @classmethod
     def describe(cls) -> dict[str, Any]:
         return {"type": cls.type, "api_version": API_VERSION}
-
-
-def load_schema_file(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

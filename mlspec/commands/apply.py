@@ -1,4 +1,8 @@
-"""`mlspec apply`: lock, plan (or load a saved plan and refuse it when stale), confirm, execute, record."""
+"""`mlspec apply`: parse, take the lock, show the plan, confirm, call the core apply, render the result.
+
+The apply itself (recovery, stale-plan checks, re-plan, execution, records, state) is mlspec.core.apply;
+its progress is rendered by a view (mlspec.views.apply): lines for a person, or `--format json`.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,13 @@ import os
 import shlex
 import signal
 import sys
-import time
 
-from mlspec.commands.plan import check_addresses, emit, load_planfile, preflight
+from mlspec.commands.plan import check_addresses, emit, load_planfile, preflight, public_plan
 from mlspec.console import Console
 from mlspec.errors import EXIT_ERROR, EXIT_INTERRUPTED, MlspecError
-from mlspec.executor import Executor, Interrupted, StepOutcome
-from mlspec.plan import Action, select_targets
 from mlspec.project import Project
-from mlspec.runs import RunStore, git_info, new_run_id, who
+from mlspec.runs import new_run_id
 from mlspec.sensitive import is_masked_override, mask_overrides
-from mlspec.state import State
 from mlspec.units import parse_duration
 
 
@@ -62,58 +62,6 @@ def _resume_command(args, overrides) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-class _Reporter:
-    """Prints step events as plain lines (and a live status line on a terminal)."""
-
-    def __init__(self, console: Console, total: int):
-        self.console, self.total, self.done = console, total, 0
-        self.t0 = time.monotonic()
-        self.running: set = set()
-
-    def __call__(self, event: str, oc: StepOutcome) -> None:
-        c = self.console
-        st = c.style
-        if event == "start":
-            self.running.add(oc.address)
-            extra = f" (attempt {oc.attempts})" if oc.attempts > 1 else ""
-            line = f"  {st('start', 'cyan')}     {oc.address}{extra}"
-        elif event == "done":
-            self.running.discard(oc.address)
-            self.done += 1
-            line = f"  {st('done', 'green')}      {oc.address}  ran in {oc.duration:.2f}s"
-        elif event == "restored":
-            self.done += 1
-            line = f"  {st('restored', 'green')}  {oc.address}  from the run-cache"
-        elif event == "uptodate":
-            self.done += 1
-            return  # unchanged steps are counted in the summary, not listed
-        elif event == "retry":
-            self.running.discard(oc.address)
-            line = f"  {st('retry', 'yellow')}     {oc.address}  attempt {oc.attempts} failed: {oc.error}"
-        elif event == "fail":
-            self.running.discard(oc.address)
-            self.done += 1
-            line = f"  {st('failed', 'red', 'bold')}    {oc.address}  after {oc.duration:.2f}s: {oc.error}"
-            if oc.reason and oc.reason.strip() not in oc.error:
-                line += "\n" + "\n".join(f"              | {ln}" for ln in oc.reason.splitlines())
-        elif event == "skip":
-            self.done += 1
-            line = f"  {st('skipped', 'yellow')}   {oc.address}  ({oc.reason})"
-        elif event == "warning":
-            line = f"  {st('warning', 'yellow')}   {oc.address}  {oc.reason}"
-        elif event == "cancelled":
-            self.running.discard(oc.address)
-            line = f"  {st('cancelled', 'yellow')} {oc.address}"
-        else:
-            line = f"  {event} {oc.address}"
-        if c.interactive:
-            c.out.write("\r\033[K")
-        c.print(line)
-        if c.interactive and self.running:
-            c.out.write(f"  [{self.done}/{self.total}] running: {', '.join(sorted(self.running))[:100]}")
-            c.out.flush()
-
-
 def run(args, console: Console) -> int:
     overrides = list(args.overrides)
     bundle = None
@@ -143,179 +91,77 @@ def run(args, console: Console) -> int:
 
 
 def _apply_locked(args, console, project: Project, bundle, overrides, run_id) -> int:
-    store = project.store
-    state = project.read_state()
-    if store.journal_entries(state.lineage):
-        state = store.write(state)  # recover what a crashed apply finished
-        console.error(f"Recovered the steps an interrupted apply had finished (state serial {state.serial}).")
-    _close_crashed_runs(project, RunStore(project.runs_loc), run_id)
-    project.artifacts.clean_temp()
-    targets = args.target
-    replace = args.replace
+    from mlspec.core.apply import apply, prepare
+    from mlspec.views.apply import ConsoleApplyView, JsonApplyView
+
+    as_json = getattr(args, "format", "text") == "json"
+    view = JsonApplyView(console) if as_json else ConsoleApplyView(console)
+    targets, replace = args.target, args.replace
     if bundle is not None:
-        plan_data = bundle["plan"]
-        targets, replace = list(plan_data.get("targets") or []), list(plan_data.get("replace") or [])
-        new_state = bundle.get("new_state")
-        stale = _stale_reason(plan_data, state, new_state, project)
-        if stale:
-            raise MlspecError(f"the saved plan is stale: {stale}",
-                              hint="make a new plan: mlspec plan -o FILE (then apply that file)")
-        if new_state and not state.exists:
-            state = State.new(state.workspace, project.spec.project, new_state["lineage"],
-                              new_state["fingerprint_key"])
-    instances = project.instances()
-    check_addresses(project, instances, targets, "--target")
-    check_addresses(project, instances, replace, "--replace")
-    plan, state, facts, instances = project.plan(state, targets, replace, instances)
-    if bundle is not None:
-        moved = _facts_moved(bundle["plan"].get("facts") or {}, plan.facts)
-        if moved:
-            raise MlspecError(f"the saved plan is stale: {moved}",
-                              hint="make a new plan: mlspec plan -o FILE (then apply that file)")
+        targets = list(bundle["plan"].get("targets") or [])
+        replace = list(bundle["plan"].get("replace") or [])
+    nodes = project.nodes()
+    check_addresses(project, nodes, targets, "--target")
+    check_addresses(project, nodes, replace, "--replace")
+    prepared = prepare(project, view, run_id, targets=targets, replace=replace, saved=bundle, nodes=nodes)
+    plan = prepared.plan
     backends: dict = {}
     try:
         if not args.no_preflight:
-            preflight(project, instances, plan, console, keep=backends)
-        emit(plan.to_dict(), "text", console, verbose=args.verbose)
+            preflight(project, nodes, plan, console, keep=backends)
+        if as_json:
+            view._line({"type": "plan", "plan": {k: v for k, v in public_plan(plan.to_dict()).items() if k != "facts"}})
+        else:
+            emit(plan.to_dict(), "text", console, verbose=args.verbose)
         if not plan.has_changes:
+            if as_json:
+                view.plan_only(plan)
             return 0
-        return _confirm_and_execute(args, console, project, bundle, plan, state, facts, instances, targets, replace,
-                                    overrides, run_id, backends)
+        if bundle is None and not args.auto_approve:
+            if as_json:
+                raise MlspecError("apply --format json does not ask for confirmation",
+                                  hint="pass --auto-approve, or apply a reviewed plan file")
+            if not _confirm(console):
+                return EXIT_ERROR
+        result = apply(project, prepared, view, run_id, overrides=overrides, parallelism=args.parallelism,
+                       fail_fast=args.fail_fast, backends=backends)
     finally:
         for b in backends.values():
             b.close()
+    return _report(args, console, project, result, overrides, as_json)
 
 
-def _confirm_and_execute(args, console, project, bundle, plan, state, facts, instances, targets, replace, overrides,
-                         run_id, backends) -> int:
-    if bundle is None and not args.auto_approve:
-        if not (sys.stdin.isatty() and console.interactive):
-            raise MlspecError("apply needs confirmation, and there is no terminal to ask on",
-                              hint="pass --auto-approve (as in CI), or apply a reviewed plan file: "
-                                   "mlspec plan -o plan.json && mlspec apply plan.json")
-        console.print("\nApply these changes? Only 'yes' or 'y' is accepted. [y/N] ", end="")
-        answer = sys.stdin.readline().strip().lower()
-        if answer not in ("y", "yes"):
-            console.print("Apply cancelled; nothing was changed.")
-            return EXIT_ERROR
-    return _execute(args, console, project, plan, state, facts, instances, targets, replace, overrides, run_id,
-                    backends)
+def _confirm(console) -> bool:
+    if not (sys.stdin.isatty() and console.interactive):
+        raise MlspecError("apply needs confirmation, and there is no terminal to ask on",
+                          hint="pass --auto-approve (as in CI), or apply a reviewed plan file: "
+                               "mlspec plan -o plan.json && mlspec apply plan.json")
+    console.print("\nApply these changes? Only 'yes' or 'y' is accepted. [y/N] ", end="")
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        console.print("Apply cancelled; nothing was changed.")
+        return False
+    return True
 
 
-def _close_crashed_runs(project: Project, runs: RunStore, run_id: str = "") -> None:
-    """Mark 'running' records of applies that died as 'crashed'. Workspaces share runs/ but not locks, so a
-    record is judged by its own workspace's lock: its apply is alive while that lock names its run and the
-    holder is not a dead process on this host. A damaged record is skipped (it is history only)."""
-    from mlspec.lock import StateLock
-
-    for rid in runs.ids()[-20:]:
-        rec = runs.get(rid)
-        if rec is None or rec.get("status") != "running":
-            continue
-        holder = StateLock(project.state_loc, rec.get("workspace") or "default").info()
-        if holder is not None and holder.run_id == rid and holder.stale() is not True:
-            continue  # still running (or on another host, where we cannot tell)
-        rec = runs.get(rid)  # read again after the lock: an apply writes its last record before it unlocks
-        if rec is None or rec.get("status") != "running":
-            continue
-        rec["status"] = "crashed"
-        broken = project.lock.broken_stale
-        if broken is not None and broken.run_id == rid:
-            rec["lock_broken_by"] = run_id  # its stale lock was broken by this apply
-        runs.write(rec)
-
-
-def _stale_reason(plan: dict, state: State, new_state, project: Project) -> str:
-    ps = plan["state"]
-    if not ps["exists"]:
-        if state.exists:
-            return ("it was made when there was no state, and the state now exists (serial "
-                    f"{state.serial}): it was applied already, or another apply ran since")
-    else:
-        if state.lineage != ps["lineage"]:
-            return f"the state's lineage is {state.lineage}, the plan's {ps['lineage']} (another state)"
-        if state.serial != ps["serial"]:
-            return f"the state moved from serial {ps['serial']} to {state.serial} since the plan was made"
-    if plan["spec_digest"] != project.spec.digest:
-        return "the spec changed since the plan was made"
-    return ""
-
-
-def _facts_moved(old: dict, new: dict) -> str:
-    for addr, f in sorted((old.get("datasets") or {}).items()):
-        nf = (new.get("datasets") or {}).get(addr)
-        if not nf or nf.get("hash") != f.get("hash"):
-            return f"{addr} has new content since the plan was made"
-    for step, files in sorted((old.get("code") or {}).items()):
-        nfiles = (new.get("code") or {}).get(step) or {}
-        for f, h in sorted(files.items()):
-            if nfiles.get(f) != h:
-                return f"code {f} changed since the plan was made"
-    return ""
-
-
-def _execute(args, console, project, plan, state, facts, instances, targets, replace, overrides, run_id,
-             backends=None) -> int:
-    store = project.store
-    runs = RunStore(project.runs_loc)
-    selected = select_targets(instances, targets) if targets else {i.address for i in instances}
-    forced = {c.address for c in plan.changes if c.action is Action.REPLACE or
-              (c.reasons and c.reasons[0].code == "forced")}
-    started = time.time()
-    record = {"run_id": run_id, "status": "running", "started": round(started, 3), "finished": None,
-              **who(), "git": git_info(project.spec.project_dir), "project": project.spec.project,
-              "workspace": project.spec.storage.workspace, "spec_digest": project.spec.digest,
-              "config": project.spec.config, "overrides": mask_overrides(overrides, project.spec.sensitive),
-              "backend": plan.backend,
-              "state": {"lineage": state.lineage, "serial_before": state.serial},
-              "plan": {k: v for k, v in plan.to_dict().items() if k != "facts"}, "steps": {}}
-    runs.write(record)
-    console.print(f"\nApplying (run {run_id})...")
-    ex = Executor(project, state, facts, instances, selected, forced, run_id, _Reporter(console, len(selected)),
-                  parallelism=args.parallelism, fail_fast=args.fail_fast, backends=backends)
-    # datasets as read now, and resources removed from the spec
-    for ch in plan.changes:
-        if ch.kind == "dataset" and ch.action is Action.READ:
-            f = facts.datasets[ch.address]
-            ex.journal(ch.address, {"kind": "dataset", "hash": f["hash"], "size": f["size"], "uri": f["uri"],
-                                    "run_id": run_id})
-        elif ch.action is Action.DELETE:
-            ex.journal(ch.address, None)
-            console.print(f"  {console.style('destroyed', 'red')} {ch.address}  (its artifacts stay in the store)")
-    interrupted = False
-    try:
-        outcomes = ex.run()
-    except Interrupted:
-        interrupted = True
-        outcomes = ex.outcomes
-    if ex.journaled or not state.exists:
-        state = store.write(state)
-    counts: dict = {}
-    for oc in outcomes.values():
-        counts[oc.status] = counts.get(oc.status, 0) + 1
-    failed = counts.get("failed", 0)
-    status = "interrupted" if interrupted else ("failed" if failed else "succeeded")
-    record.update(status=status, finished=round(time.time(), 3),
-                  steps={a: oc.to_dict() for a, oc in sorted(outcomes.items())},
-                  counts=counts)
-    record["state"]["serial_after"] = state.serial
-    runs.write(record)
-    elapsed = time.time() - started
-    summary = (f"{counts.get('ran', 0)} ran, {counts.get('restored', 0)} restored from cache, "
-               f"{failed} failed, {counts.get('skipped', 0)} skipped, {counts.get('up-to-date', 0)} up to date")
-    resume = _resume_command(args, mask_overrides(overrides, project.spec.sensitive))
-    if any(is_masked_override(o) for o in mask_overrides(overrides, project.spec.sensitive)):
+def _report(args, console, project, result, overrides, as_json: bool) -> int:
+    """The closing lines (on stderr in JSON mode, so stdout stays one JSON object per line)."""
+    say = console.error if as_json else console.print
+    masked = mask_overrides(overrides, project.spec.sensitive)
+    resume = _resume_command(args, masked)
+    if any(is_masked_override(o) for o in masked):
         resume += "\n  (give each (sensitive) value again; it is never printed)"
-    if interrupted:
-        console.error(f"\nInterrupted: {summary}; finished steps are saved (state serial {state.serial}).\n"
+    summary = result.summary()
+    if result.status == "interrupted":
+        console.error(f"\nInterrupted: {summary}; finished steps are saved (state serial {result.serial}).\n"
                       f"Resume with: {resume}")
         return EXIT_INTERRUPTED
-    if failed:
-        not_run = counts.get("skipped", 0) + counts.get("not-run", 0)
-        console.error(f"\nApply failed: {summary} in {elapsed:.1f}s (run {run_id}).\n"
+    if result.status == "failed":
+        not_run = result.counts.get("skipped", 0) + result.counts.get("not-run", 0)
+        console.error(f"\nApply failed: {summary} in {result.elapsed:.1f}s (run {result.run_id}).\n"
                       f"Finished steps are saved; {not_run} step(s) did not run. "
                       f"After fixing the failure, resume with: {resume}")
         return EXIT_ERROR
-    console.print(console.style(f"\nApply complete: {summary} in {elapsed:.1f}s.", "green", "bold") +
-                  f" Run {run_id}, state serial {state.serial}.")
+    say(console.style(f"\nApply complete: {summary} in {result.elapsed:.1f}s.", "green", "bold") +
+        f" Run {result.run_id}, state serial {result.serial}.")
     return 0

@@ -1,59 +1,25 @@
-"""`mlspec graph`: the resource graph, datasets to monitors, as text, Mermaid or Graphviz dot."""
+"""`mlspec graph`: the resource graph, datasets to triggers, as text, Mermaid or Graphviz dot.
+
+Every registered resource kind contributes its nodes and edges (mlspec.core.kind); nothing here names one.
+"""
 
 from __future__ import annotations
 
 from mlspec.console import Console
-from mlspec.graph import expand
+from mlspec.core.kind import kinds
 from mlspec.load import load_spec
 
 
 def edges_of(spec) -> tuple[list[str], list[tuple[str, str]]]:
-    nodes: list[str] = [f"dataset.{n}" for n in sorted(spec.datasets)]
+    nodes_by_kind = [(k, k.nodes(spec)) for k in kinds()]
+    names: list[str] = [n.address for _k, ns in nodes_by_kind for n in ns]
+    by_addr = {n.address: n for _k, ns in nodes_by_kind for n in ns}
     edges: set = set()
-    instances = expand(spec)
-    for inst in instances:
-        nodes.append(inst.address)
-        for r in inst.inputs:
-            edges.add((r.resource, inst.address))
-    by_step: dict = {}
-    for inst in instances:
-        by_step.setdefault(inst.step.name, []).append(inst.address)
-    for name, m in sorted(spec.models.items()):
-        addr = f"model.{name}"
-        nodes.append(addr)
-        for src in (m.source, m.metrics):
-            if src:
-                base = src.split("[", 1)[0].split(".")
-                step = base[1] if len(base) > 1 else ""
-                for inst_addr in by_step.get(step, []):
-                    edges.add((inst_addr, addr))
-    for name, d in sorted(spec.deployments.items()):
-        addr = f"deployment.{name}"
-        nodes.append(addr)
-        edges.add((f"model.{d.model.split('@', 1)[0]}", addr))
-    for name, m in sorted(spec.monitors.items()):
-        addr = f"monitor.{name}"
-        nodes.append(addr)
-        edges.add((f"deployment.{m.deployment}", addr))
-        ref = m.reference.split(".")
-        src = m.reference if ref[0] == "dataset" else None
-        if src:
-            edges.add((src, addr))
-        else:
-            for inst_addr in by_step.get(ref[1].split("[", 1)[0], []):
-                edges.add((inst_addr, addr))
-    for name, t in sorted(spec.triggers.items()):
-        addr = f"trigger.{name}"
-        nodes.append(addr)
-        if t.monitor:
-            edges.add((f"monitor.{t.monitor}", addr))
-        if t.dataset:
-            edges.add((t.dataset, addr))
-        for target in t.apply:
-            tb = target.split(".")
-            for inst_addr in (by_step.get(tb[1].split("[", 1)[0], []) if tb[0] == "step" else [target]):
-                edges.add((addr, inst_addr))
-    return nodes, sorted(edges)
+    for k, ns in nodes_by_kind:
+        for n in ns:
+            edges.update((u, n.address) for u in n.upstream)
+        edges.update(k.edges_for_graph(spec, by_addr))
+    return names, sorted(edges)
 
 
 def run(args, console: Console) -> int:

@@ -16,10 +16,10 @@ from mlspec.units import parse_duration
 PLANFILE_FORMAT = 1
 
 
-def check_addresses(project: Project, instances, addrs, flag: str) -> None:
+def check_addresses(project: Project, nodes, addrs, flag: str) -> None:
     from mlspec.plan import matches
 
-    known = {i.address for i in instances}
+    known = {n.address for n in nodes}
     bases = {a.split("[", 1)[0] for a in known}
     for a in addrs:
         if any(matches(k, a) for k in known):
@@ -41,10 +41,10 @@ def wait_for_unlock(project: Project, timeout: str, console: Console) -> None:
                       "as it is now, before that operation finishes.")
 
 
-def preflight(project: Project, instances, plan, console: Console, keep: dict | None = None) -> None:
+def preflight(project: Project, nodes, plan, console: Console, keep: dict | None = None) -> None:
     from mlspec.preflight import run_preflight
 
-    problems = run_preflight(project, instances, plan, keep)
+    problems = run_preflight(project, [n.item for n in nodes if n.kind == "step"], plan, keep)
     if problems:
         for b in (keep or {}).values():
             b.close()
@@ -55,16 +55,16 @@ def preflight(project: Project, instances, plan, console: Console, keep: dict | 
 def run(args, console: Console) -> int:
     project = Project.open(args.project_dir, args.file, args.overrides)
     wait_for_unlock(project, args.lock_timeout, console)
-    instances = project.instances()
-    check_addresses(project, instances, args.target, "--target")
-    check_addresses(project, instances, args.replace, "--replace")
-    plan, state, facts, instances = project.plan(targets=args.target, replace=args.replace, instances=instances)
+    nodes = project.nodes()
+    check_addresses(project, nodes, args.target, "--target")
+    check_addresses(project, nodes, args.replace, "--replace")
+    plan, state, facts, nodes = project.plan(targets=args.target, replace=args.replace, nodes=nodes)
     if not args.no_preflight:
-        preflight(project, instances, plan, console)
+        preflight(project, nodes, plan, console)
     data = plan.to_dict()
     if args.out:
-        save_plan(Path(args.out), project, plan, state, project.graph_edges(instances))
-    emit(data, args.format, console, verbose=args.verbose, edges=project.graph_edges(instances))
+        save_plan(Path(args.out), project, plan, state, project.graph_edges(nodes))
+    emit(data, args.format, console, verbose=args.verbose, edges=project.graph_edges(nodes))
     if args.out:
         console.error(f"Saved the plan to {args.out}. Apply exactly this plan with: mlspec apply {args.out}")
     if args.detailed_exitcode and plan.has_changes:

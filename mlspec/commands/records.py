@@ -234,18 +234,3 @@ def _base_metrics(project: Project, base: str | None, current: dict) -> tuple[st
             return f"run {rid}", m
     raise MlspecError("no earlier run with different metrics to compare with",
                       hint="pass --base RUN_ID or --base workspace:NAME")
-
-
-def run_artifacts(args, console: Console) -> int:
-    project = _project(args)
-    try:
-        a = parse_address(args.address)
-    except ValueError as exc:
-        raise MlspecError(str(exc)) from None
-    rec = _record(project, a.resource)
-    outs = rec.get("outputs") or {}
-    if not a.output or a.output not in outs:
-        raise MlspecError(f"{args.address}: name an output: {', '.join(f'{a.resource}.{o}' for o in sorted(outs))}")
-    project.artifacts.get(outs[a.output]["hash"], args.dest)
-    console.print(f"Wrote {args.address} ({outs[a.output]['size']} bytes, {outs[a.output].get('format')}) to {args.dest}")
-    return 0

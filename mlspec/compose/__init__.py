@@ -26,7 +26,7 @@ from mlspec.compose.hydra import hydra_compose, to_data
 from mlspec.compose.sources import (Composed, Override, SourceMap, builtin_configs_dir, format_path, printable,
                                     relpath, sensitivity_of, shown_group_file)
 from mlspec.errors import Diagnostic, MlspecError, SpecError, did_you_mean
-from mlspec.yamlsrc import load_yaml
+from mlspec.yamlsrc import check_alias_limit, load_yaml
 
 __all__ = ["Composed", "Override", "SourceMap", "available_options", "builtin_configs_dir", "compose",
            "format_path", "printable", "DEFAULT_SPEC"]
@@ -94,6 +94,11 @@ def compose(project_dir: str | os.PathLike = ".", spec_file: str | None = None,
         if fast is not None:
             return fast
 
+    # Hydra parses group files itself and would expand a "billion laughs" before we see it: bound them first
+    for d in search_dirs:
+        for g in sorted(p for p in d.iterdir() if p.is_dir() and p.name in group_names):
+            for f in sorted(g.rglob("*.yaml")):
+                check_alias_limit(f, shown_group_file(f, project_dir))
     cfg, choices = hydra_compose(config_dir, spec_path.stem, hydra_overrides, shown, primary=primary,
                                   project_dir=project_dir, group_names=group_names)
 

@@ -1,0 +1,54 @@
+"""The dataset kind: data the spec reads. Planned when a planned resource consumes it; applying it records
+the content hash it was read with (``<=`` in the plan)."""
+
+from __future__ import annotations
+
+import time
+from typing import Mapping
+
+from mlspec.core.kind import Change, Done, Node, Outcome, ResourceKind, register
+from mlspec.core.types import Action, Reason, ReasonCode, Status, Verdict
+
+
+class DatasetKind(ResourceKind):
+    name = "dataset"
+    order = 10
+    standalone = False  # planned only when something planned reads it
+
+    def nodes(self, spec) -> list[Node]:
+        return [Node(ds.address, self.name, (), ds) for _n, ds in sorted(spec.datasets.items())]
+
+    def gather(self, spec, nodes, state, ctx, facts) -> None:
+        from mlspec.fingerprint import dataset_fact
+
+        for node in nodes:
+            facts.datasets[node.address] = dataset_fact(spec, node.item, ctx.cache)
+
+    def decide(self, node: Node, record: Mapping | None, facts, known: Mapping, forced: bool) -> Change:
+        fact = facts.datasets[node.address]
+        outputs = {"data": fact["hash"]}
+        after = {"hash": fact["hash"], "size": fact["size"]}
+        if record is None:
+            return Change(node.address, self.name, Action.READ, Verdict.NONE, (Reason(ReasonCode.DATA_NEW),),
+                          fact["hash"], outputs, None, after, detail=fact)
+        if record.get("hash") != fact["hash"]:
+            return Change(node.address, self.name, Action.READ, Verdict.NONE,
+                          (Reason(ReasonCode.DATA_CHANGED, "", record.get("hash"), fact["hash"]),), fact["hash"],
+                          outputs, {"hash": record.get("hash"), "size": record.get("size")}, after, detail=fact)
+        return Change(node.address, self.name, Action.NOOP, Verdict.NONE, (), fact["hash"], outputs, detail=fact)
+
+    def removed(self, address: str, record: Mapping) -> Change | None:
+        return None  # a dataset's record stays (it is what later runs were read with)
+
+    def start(self, node: Node, change: Change, run) -> Done:
+        f = change.detail
+        now = time.time()
+        record = {"kind": self.name, "hash": f["hash"], "size": f["size"], "uri": f["uri"], "run_id": run.run_id}
+        return Done(Outcome(node.address, Status.READ, started=now, finished=now), record,
+                    outputs=change.outputs)
+
+    def verdict_text(self, change: Mapping) -> str:
+        return "read" if change["actions"][0] == "read" else "unchanged"
+
+
+KIND = register(DatasetKind())

@@ -1,0 +1,313 @@
+"""The step kind: a function or command run on a backend, fingerprinted by code, params and inputs.
+
+Planning: a step instance is up to date when its fingerprint matches the recorded one and its outputs are
+intact in the store; restored when the run-cache has its fingerprint; otherwise run (or known after apply,
+when an upstream step runs first). Applying: a restore is verified and journaled at once; a run is a
+:class:`~mlspec.backends.api.Task` submitted to the step's backend, in a slot of that backend's pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Mapping
+
+from mlspec.backends.api import Task, TaskResult, TaskStatus
+from mlspec.core.kind import Change, Done, Node, Outcome, ResourceKind, Submit, register
+from mlspec.core.types import Action, Reason, ReasonCode, Status, Verdict
+from mlspec.fingerprint import fingerprint_of, step_facts
+from mlspec.sensitive import REDACTOR
+from mlspec.spec import Secret
+
+TASK_FORMAT_VERSION = 1  # the runner's task payload; a worker refuses a format it does not know
+
+
+def _sensitive(v) -> bool:
+    """Whether recorded facts hold a keyed fingerprint (a sensitive value) anywhere in ``v``."""
+    if isinstance(v, str):
+        return v.startswith("keyed:") or v == "(sensitive)"
+    if isinstance(v, dict):
+        return any(_sensitive(x) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return any(_sensitive(x) for x in v)
+    return False
+
+
+def _shown(v):
+    """A value as a plan may show it: keyed fingerprints of sensitive values become ``(sensitive)``."""
+    if isinstance(v, str):
+        return "(sensitive)" if v.startswith("keyed:") else v
+    if isinstance(v, dict):
+        return {k: _shown(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_shown(x) for x in v]
+    return v
+
+
+def diff_reasons(record: Mapping | None, now: Mapping, upstream_unknown=()) -> list[Reason]:
+    """Why a step's recorded facts differ from the current ones (empty when they do not)."""
+    if not record:
+        return [Reason(ReasonCode.NEW)]
+    reasons: list[Reason] = []
+    for up in sorted(set(upstream_unknown)):
+        reasons.append(Reason(ReasonCode.UPSTREAM_RERUN, up))
+    old = record.get("facts") or {}
+    for key in ("run", "cmd", "outputs", "metrics", "env"):
+        if old.get(key) != now.get(key):
+            if _sensitive(old.get(key)) or _sensitive(now.get(key)):
+                reasons.append(Reason(ReasonCode.SECRET_CHANGED, key))
+            else:
+                reasons.append(Reason(ReasonCode.DEFINITION_CHANGED, key, old.get(key), now.get(key)))
+    op, np_ = old.get("params") or {}, now.get("params") or {}
+    for k in sorted(set(op) | set(np_)):
+        if k not in np_:
+            reasons.append(Reason(ReasonCode.PARAM_REMOVED, f"params.{k}", _shown(op[k])))
+        elif k not in op:
+            reasons.append(Reason(ReasonCode.PARAM_ADDED, f"params.{k}", None, _shown(np_[k])))
+        elif op[k] != np_[k]:
+            if _sensitive(op[k]) or _sensitive(np_[k]):
+                reasons.append(Reason(ReasonCode.SECRET_CHANGED, f"params.{k}"))
+            else:
+                reasons.append(Reason(ReasonCode.PARAM_CHANGED, f"params.{k}", op[k], np_[k]))
+    oc, nc = old.get("code") or {}, now.get("code") or {}
+    for f in sorted(set(oc) | set(nc)):
+        if f not in nc:
+            reasons.append(Reason(ReasonCode.CODE_REMOVED, f))
+        elif f not in oc:
+            reasons.append(Reason(ReasonCode.CODE_ADDED, f))
+        elif oc[f] != nc[f]:
+            reasons.append(Reason(ReasonCode.CODE_CHANGED, f))
+    old_src, new_src = old.get("sources") or {}, now.get("input_sources") or {}
+    rewired = set()
+    for k in sorted(set(old_src) | set(new_src)):
+        if old_src.get(k) != new_src.get(k) and k in old_src and k in new_src:
+            reasons.append(Reason(ReasonCode.INPUT_REWIRED, k, old_src[k], new_src[k]))
+            rewired.add(k)
+    if not upstream_unknown:
+        oi, ni = old.get("inputs") or {}, now.get("inputs") or {}
+        for k in sorted(set(oi) | set(ni)):
+            if oi.get(k) != ni.get(k) and k not in rewired:
+                reasons.append(Reason(ReasonCode.INPUT_CHANGED, new_src.get(k, k)))
+    if old.get("format") != now.get("format"):
+        reasons.append(Reason(ReasonCode.DEFINITION_CHANGED, "format", old.get("format"), now.get("format")))
+    return reasons
+
+
+@dataclasses.dataclass(frozen=True)
+class StepDetail:
+    facts: dict  # what the fingerprint is of (recorded in state)
+    sources: dict  # input name -> address it came from
+
+
+def _broken_outputs(record: Mapping | None, facts) -> list:
+    if not record or not facts.bad_outputs:
+        return []
+    return sorted(name for name, o in (record.get("outputs") or {}).items()
+                  if isinstance(o, dict) and o.get("hash") in facts.bad_outputs)
+
+
+class StepKind(ResourceKind):
+    name = "step"
+    order = 20
+
+    # --- the graph ------------------------------------------------------------------------------
+    def nodes(self, spec) -> list[Node]:
+        from mlspec.graph import expand
+
+        out = []
+        for inst in expand(spec):
+            ups = tuple(sorted({r.resource for r in inst.inputs}))
+            out.append(Node(inst.address, self.name, ups, inst))
+        return out
+
+    # --- planning -------------------------------------------------------------------------------
+    def gather(self, spec, nodes, state, ctx, facts) -> None:
+        from mlspec.fingerprint import gather_steps
+
+        gather_steps(spec, facts, ctx.cache, state.fingerprint_key)
+        # every recorded output of the planned steps: in the store with its size? (a stat each, no reads)
+        for node in nodes:
+            rec = state.resources.get(node.address)
+            if not rec or rec.get("kind") != self.name:
+                continue
+            for out in (rec.get("outputs") or {}).values():
+                if isinstance(out, dict) and isinstance(out.get("hash"), str) and out["hash"] not in facts.bad_outputs:
+                    problem = ctx.artifacts.quick_check(out["hash"], out.get("size"))
+                    if problem:
+                        facts.bad_outputs[out["hash"]] = problem
+
+    def decide(self, node: Node, record: Mapping | None, facts, known: Mapping, forced: bool) -> Change:
+        inst = node.item
+        input_hashes, sources, unknown = {}, {}, []
+        for ref in inst.inputs:
+            if ref.kind == "dataset":
+                input_hashes[ref.name] = facts.datasets[ref.resource]["hash"]
+                sources[ref.name] = ref.resource
+            else:
+                outs = known.get(ref.resource)
+                if outs is None or ref.output not in outs:
+                    unknown.append(ref.resource)
+                else:
+                    input_hashes[ref.name] = outs[ref.output]
+                    sources[ref.name] = f"{ref.resource}.{ref.output}"
+        sf = step_facts(inst, facts.code.get(inst.step.name, {}), input_hashes, facts.secrets)
+        detail = StepDetail(sf, sources)
+        before = {"fingerprint": record.get("fingerprint"), "params": (record.get("facts") or {}).get("params")} \
+            if record else None
+
+        def change(action, verdict, reasons, fp, outputs):
+            return Change(node.address, self.name, action, verdict, tuple(reasons), fp, outputs, before,
+                          {"fingerprint": fp, "params": sf["params"]}, forced, detail)
+
+        diff_now = dict(sf, input_sources=sources)
+        ok_record = record if record and record.get("status") == "succeeded" else None
+        if unknown:
+            action = Action.UPDATE if record else Action.CREATE
+            return change(action, Verdict.UNKNOWN, diff_reasons(record, diff_now, unknown), None, None)
+        fp = fingerprint_of(sf)
+        if forced:
+            return change(Action.REPLACE if record else Action.CREATE, Verdict.RUN, [Reason(ReasonCode.FORCED)], fp,
+                          None)
+        broken = _broken_outputs(ok_record, facts)
+        if ok_record and ok_record.get("fingerprint") == fp and not broken:
+            return change(Action.NOOP, Verdict.UP_TO_DATE, [], fp,
+                          {k: v["hash"] for k, v in (ok_record.get("outputs") or {}).items()})
+        if broken:
+            reasons = [Reason(ReasonCode.OUTPUT_MISSING, o) for o in broken]
+        else:
+            reasons = diff_reasons(record, diff_now)
+        action = Action.UPDATE if record else Action.CREATE
+        hit = facts.runcache.get(fp) if inst.step.cache else None
+        if hit and any(o["hash"] in facts.bad_outputs for o in hit["outputs"].values()):
+            hit = None
+        if hit:
+            return change(action, Verdict.RESTORE, reasons, fp, {k: v["hash"] for k, v in hit["outputs"].items()})
+        return change(action, Verdict.RUN, reasons, fp, None)
+
+    def removed(self, address: str, record: Mapping) -> Change | None:
+        if record.get("kind") != self.name:
+            return None
+        return super().removed(address, record)
+
+    # --- applying -------------------------------------------------------------------------------
+    def record(self, change: Change, outputs: dict, metrics: dict, log_hash: str | None, duration: float,
+               verdict: str, run_id: str) -> dict:
+        d: StepDetail = change.detail
+        return {"kind": self.name, "status": "succeeded", "fingerprint": change.fingerprint,
+                "facts": dict(d.facts, sources=d.sources), "outputs": outputs, "metrics": metrics,
+                "run_id": run_id, "log": log_hash, "duration": round(duration, 4), "verdict": verdict,
+                "finished": round(time.time(), 3)}
+
+    def start(self, node: Node, change: Change, run) -> Done | Submit:
+        if change.verdict is Verdict.RESTORE:
+            done = self._restore(node, change, run)
+            if done is not None:
+                return done
+        inst = node.item
+        bname, backend = run.backend_for(inst.step)
+        cap = run.capacity(bname, backend)
+        slots = Task.slots_for(inst.step.resources.cpus, cap)
+        prev = run.outcomes.get(node.address)
+        attempt = (prev.attempts if prev else 0) + 1
+        outcome = Outcome(node.address, Status.RAN, Verdict.RUN.value, attempts=attempt,
+                          fingerprint=change.fingerprint, inputs=change.detail.facts["inputs"])
+
+        def submit():
+            task = Task(f"{run.run_id}:{node.address}:{attempt}", node.address, self.payload(inst, run),
+                        inst.step.resources.to_dict(), inst.step.timeout)
+            outcome.started = time.time()
+            return backend.submit(task)
+
+        return Submit(bname, slots, submit, outcome, capacity=cap)
+
+    def _restore(self, node: Node, change: Change, run) -> Done | None:
+        """Verify the content of every output a restore would record: a corrupt one is quarantined, its
+        run-cache entry dropped, and the step runs instead (None)."""
+        artifacts = run.project.artifacts
+        hit = run.facts.runcache.get(change.fingerprint)
+        if not hit:
+            return None
+        for name, o in sorted(hit["outputs"].items()):
+            problem = artifacts.verify(o["hash"], o.get("size"))
+            if problem:
+                artifacts.quarantine(o["hash"])
+                artifacts.runcache_drop(change.fingerprint)
+                run.warn(node.address, f"run-cache output {name} ({o['hash']}) is {problem}: quarantined; "
+                                       "running the step instead")
+                return None
+        rec = self.record(change, hit["outputs"], hit.get("metrics", {}), hit.get("log"), 0.0, "restored",
+                          run.run_id)
+        now = time.time()
+        oc = Outcome(node.address, Status.RESTORED, change.verdict.value, started=now, finished=now,
+                     fingerprint=change.fingerprint, inputs=change.detail.facts["inputs"], outputs=hit["outputs"],
+                     metrics=hit.get("metrics", {}), log=hit.get("log"))
+        return Done(oc, rec, outputs={k: v["hash"] for k, v in hit["outputs"].items()})
+
+    def payload(self, inst, run) -> dict:
+        spec = run.spec
+        inputs = {}
+        for ref in inst.inputs:
+            if ref.kind == "dataset":
+                from mlspec.addresses import parse_address
+
+                ds = spec.datasets[parse_address(ref.resource).name]
+                uri = ds.uri
+                if "://" not in uri and not uri.startswith("/"):
+                    uri = str(spec.project_dir / uri)
+                inputs[ref.name] = {"path": uri, "format": ds.format, "options": dict(ds.options)}
+            else:
+                out = run.state.resources[ref.resource]["outputs"][ref.output]
+                inputs[ref.name] = {"hash": out["hash"], "format": out.get("format", "auto"),
+                                    "from": f"{ref.resource}.{ref.output}"}
+        params = {k: (str.__str__(v) if isinstance(v, Secret) else v) for k, v in inst.params.items()}
+        return {"format_version": TASK_FORMAT_VERSION, "mlspec_version": run.mlspec_version,
+                "address": inst.address, "run": inst.step.run, "cmd": inst.step.cmd, "params": params,
+                "inputs": inputs, "outputs": list(inst.step.outputs), "metrics": list(inst.step.metrics),
+                "project_dir": str(spec.project_dir), "code_paths": list(run.code_paths),
+                "artifacts": {"url": run.project.artifacts.url, "options": dict(spec.storage.options)},
+                "env": dict(inst.step.env), "external_paths": list(inst.step.external_paths)}
+
+    def finish(self, node: Node, change: Change, result, outcome: Outcome, run) -> Done:
+        res: TaskResult = result
+        inst = node.item
+        outcome.finished = time.time()
+        outcome.duration = outcome.finished - (outcome.started or outcome.finished)
+        if REDACTOR and (res.log or res.error):  # a step that prints its secret does not leak it into logs
+            res = dataclasses.replace(res, log=REDACTOR.text(res.log or ""), error=REDACTOR.text(res.error or ""))
+        log_hash = None
+        if res.log:
+            try:
+                log_hash = run.project.artifacts.put_bytes(res.log.encode())[0]
+            except OSError:
+                log_hash = None
+        outcome.log = log_hash
+        if res.status is TaskStatus.SUCCEEDED:
+            rec = self.record(change, res.outputs, res.metrics, log_hash, outcome.duration, "ran", run.run_id)
+            if inst.step.cache:
+                run.project.artifacts.runcache_put(change.fingerprint, {
+                    "fingerprint": change.fingerprint, "address": node.address, "outputs": res.outputs,
+                    "metrics": res.metrics, "log": log_hash, "run_id": run.run_id, "finished": rec["finished"]})
+            outcome.status, outcome.outputs, outcome.metrics = Status.RAN, res.outputs, res.metrics
+            return Done(outcome, rec, outputs={k: v["hash"] for k, v in res.outputs.items()})
+        outcome.error = res.error or res.status.value
+        if res.status is TaskStatus.CANCELLED:
+            outcome.status = Status.CANCELLED
+            return Done(outcome)
+        if outcome.attempts <= inst.step.retries:
+            outcome.status = Status.RETRYING
+            return Done(outcome, retry_after=inst.step.backoff * (2 ** (outcome.attempts - 1)))
+        outcome.status = Status.FAILED
+        outcome.reason = "\n".join((res.log or "").strip().splitlines()[-8:])
+        return Done(outcome)
+
+    def cancel_all(self, run) -> None:
+        for b in run.backends.values():
+            b.cancel_all()
+
+    def verdict_text(self, change: Mapping) -> str:
+        if change["actions"][0] == "delete":
+            return "destroy (artifacts stay in the store)"
+        return super().verdict_text(change)
+
+
+KIND = register(StepKind())
