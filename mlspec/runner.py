@@ -303,11 +303,27 @@ def _purge_stale_project_modules(code_paths: list[str]) -> None:
         importlib.invalidate_caches()
 
 
+def payload_mismatch(task: dict) -> str:
+    """'' when this runner speaks the task's payload format; else the message naming both versions."""
+    from mlspec import __version__
+    from mlspec.backends.api import TASK_FORMAT_VERSION
+
+    fmt = task.get("format_version", TASK_FORMAT_VERSION)
+    if fmt == TASK_FORMAT_VERSION:
+        return ""
+    return (f"this step's environment has mlspec {__version__} (task format {TASK_FORMAT_VERSION}), but the task "
+            f"came from mlspec {task.get('mlspec_version', '?')} (task format {fmt}): install the same mlspec "
+            "version where the step runs (the backend's image or cluster)")
+
+
 def execute(task: dict, workdir: str | None = None) -> dict:
     """Run one task; always returns a result dict (status succeeded/failed), never raises for user errors."""
     from mlspec.artifacts import ArtifactStore
 
     started = time.time()
+    mismatch = payload_mismatch(task)
+    if mismatch:
+        return {"status": "failed", "outputs": {}, "metrics": {}, "error": mismatch, "duration": 0.0}
     own_tmp = workdir is None
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mlspec-task-"))
     outdir = tmp / "outputs"

@@ -125,8 +125,11 @@ def write_project(project_dir: Path) -> Path:
 def make_payload(ctx: Context, address: str = "step.conformance", *, run: str = "", cmd: str = "",
                  params: Mapping | None = None, inputs: Mapping | None = None, outputs=(), metrics=(),
                  env: Mapping | None = None) -> dict:
-    """A runner task dict shaped like the executor's (mlspec.executor.Executor.payload)."""
-    return {"address": address, "run": run, "cmd": cmd, "params": dict(params or {}),
+    """A runner task dict shaped like the step kind's (mlspec.kinds.step.StepKind.payload)."""
+    from mlspec import __version__
+    from mlspec.backends.api import TASK_FORMAT_VERSION
+
+    return {"format_version": TASK_FORMAT_VERSION, "mlspec_version": __version__, "address": address, "run": run, "cmd": cmd, "params": dict(params or {}),
             "inputs": dict(inputs or {}), "outputs": list(outputs), "metrics": list(metrics),
             "project_dir": str(ctx.project_dir), "code_paths": list(ctx.code_paths or (str(ctx.project_dir),)),
             "artifacts": {"url": ctx.artifacts_url, "options": dict(ctx.artifacts_options)},
@@ -248,6 +251,13 @@ class BackendConformance:
         # and the backend is still healthy
         res = result_of(backend.submit(make_task(conformance_context, "ok", outputs=["result"], metrics=["score"])))
         assert res.status is TaskStatus.SUCCEEDED, _explain(res)
+
+    def test_task_of_another_format_fails_naming_both_versions(self, backend, conformance_context):
+        task = make_task(conformance_context, "ok", outputs=["result"], metrics=["score"])
+        payload = dict(task.payload, format_version=999, mlspec_version="9.9.9")
+        res = result_of(backend.submit(Task(task.id + ":v", task.address, payload, task.resources, task.timeout)))
+        assert res.status is TaskStatus.FAILED, _explain(res)
+        assert "9.9.9" in res.error and "task format 999" in res.error, _explain(res)
 
     def test_cancel_all(self, backend, conformance_context, tmp_path):
         n = min(2, backend.capacity())

@@ -19,6 +19,9 @@ from typing import Any, Mapping
 from mlspec.errors import MlspecError
 
 API_VERSION = 1
+#: the runner's task payload (mlspec.runner). A worker refuses a payload of another format, naming both mlspec
+#: versions: a backend whose environment (a container image, a Ray cluster) has another mlspec fails clearly.
+TASK_FORMAT_VERSION = 1
 
 
 class BackendError(MlspecError):

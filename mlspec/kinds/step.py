@@ -12,14 +12,12 @@ import dataclasses
 import time
 from typing import Mapping
 
-from mlspec.backends.api import Task, TaskResult, TaskStatus
+from mlspec.backends.api import TASK_FORMAT_VERSION, Task, TaskResult, TaskStatus
 from mlspec.core.kind import Change, Done, Node, Outcome, ResourceKind, Submit, register
 from mlspec.core.types import Action, Reason, ReasonCode, Status, Verdict
 from mlspec.fingerprint import fingerprint_of, step_facts
 from mlspec.sensitive import REDACTOR
 from mlspec.spec import Secret
-
-TASK_FORMAT_VERSION = 1  # the runner's task payload; a worker refuses a format it does not know
 
 
 def _sensitive(v) -> bool:
