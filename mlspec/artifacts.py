@@ -322,7 +322,11 @@ def runcache_entry_ok(entry, fingerprint: str) -> bool:
     for o in outs.values():
         if not isinstance(o, dict) or not isinstance(o.get("hash"), str) or not isinstance(o.get("size", 0), int):
             return False
-    return isinstance(entry.get("metrics", {}), dict)
+    if not isinstance(entry.get("metrics", {}), dict):
+        return False
+    from mlspec import records
+
+    return not records.problem(records.RUNCACHE_ENTRY, entry)
 
 
 class RunCacheView(Mapping):

@@ -58,7 +58,9 @@ def run_record_problem(rec) -> str:
     for addr, step in rec["steps"].items():
         if not isinstance(step, dict) or not isinstance(step.get("status"), str):
             return f"its step {addr} is not a step outcome"
-    return ""
+    from mlspec import records
+
+    return records.problem(records.RUN, rec)
 
 
 def _read_steps(rec: dict) -> dict:

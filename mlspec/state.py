@@ -117,7 +117,9 @@ def state_doc_problem(doc) -> str:
     for addr, rec in doc["resources"].items():
         if not isinstance(rec, dict):
             return f"its resource {addr} is {_kind(rec)}, not an object"
-    return ""
+    from mlspec import records
+
+    return records.problem(records.STATE, doc)
 
 
 def journal_entry_problem(entry) -> str:
@@ -128,7 +130,13 @@ def journal_entry_problem(entry) -> str:
         return ""
     if not isinstance(entry.get("record"), dict):
         return f"its 'record' is {_kind(entry.get('record'))}, not an object"
-    return ""
+    from mlspec import records
+
+    problem = records.problem(records.JOURNAL_ENTRY, entry)
+    if not problem:  # the record itself, as the state document would hold it
+        problem = records.problem(records.STATE, {"format_version": 1, "lineage": entry["lineage"], "serial": 0,
+                                                  "resources": {entry["address"]: entry["record"]}})
+    return problem
 
 
 def _checksum_ok(doc: dict) -> bool:
