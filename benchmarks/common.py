@@ -51,7 +51,7 @@ def mlspec_bin() -> str:
     found = shutil.which("mlspec")
     if not found:
         sys.exit("mlspec is not installed next to this python, nor on PATH: run with the venv's python "
-                 "(e.g. /work/venv/bin/python benchmarks/bench_plan.py) or set MLSPEC_BIN")
+                 "(e.g. .venv/bin/python benchmarks/bench_plan.py, from the repository root) or set MLSPEC_BIN")
     return found
 
 
