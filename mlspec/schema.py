@@ -333,9 +333,22 @@ def schema_diagnostics(data: Any, smap: SourceMap, schema_name: str = "mlspec.sc
                 return out
         except RecursionError:
             pass  # jsonschema decides
-    for err in _validator(schema_name).iter_errors(data):
+    try:
+        errors = list(_validator(schema_name).iter_errors(data))
+    except TypeError:  # a YAML key that is a number or boolean: jsonschema's patterns need text keys
+        errors = list(_validator(schema_name).iter_errors(_text_keys(data)))
+    for err in errors:
         out.extend(_convert(err, smap, prefix))
     return out
+
+
+def _text_keys(node: Any) -> Any:
+    """A copy with every mapping key as text (the semantic checks report the non-text keys themselves)."""
+    if isinstance(node, dict):
+        return {str(k): _text_keys(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_text_keys(v) for v in node]
+    return node
 
 
 def _convert(err, smap: SourceMap, prefix: tuple) -> Iterable[Diagnostic]:

@@ -12,14 +12,19 @@ from mlspec.state import StateStore
 from mlspec.storage import Location
 
 
+
+def _step(fp: str) -> dict:
+    """A step record as the step kind writes it (records are checked against schemas/state.schema.json)."""
+    return {"kind": "step", "status": "succeeded", "fingerprint": fp, "facts": {}, "outputs": {}}
+
 def test_write_read_roundtrip_history_and_checksum(tmp_path):
     store = StateStore(Location(str(tmp_path)), "ws")
     st = store.read("p")
     assert not st.exists and st.serial == 0
-    st.resources["step.a"] = {"kind": "step", "fingerprint": "f1"}
+    st.resources["step.a"] = _step("f1")
     st = store.write(st)
     assert st.serial == 1
-    st.resources["step.b"] = {"kind": "step", "fingerprint": "f2"}
+    st.resources["step.b"] = _step("f2")
     st = store.write(st)
     assert store.history_serials() == [1]
     again = store.read("p")
@@ -36,8 +41,8 @@ def test_write_read_roundtrip_history_and_checksum(tmp_path):
 def test_journal_entries_survive_a_crash_before_compaction(tmp_path):
     store = StateStore(Location(str(tmp_path)), "default")
     st = store.read("p")
-    store.append(st, 1, "step.a", {"kind": "step", "fingerprint": "x"})
-    store.append(st, 2, "step.b", {"kind": "step", "fingerprint": "y"})
+    store.append(st, 1, "step.a", _step("x"))
+    store.append(st, 2, "step.b", _step("y"))
     # no document yet (crash before the first compaction): a reader still sees both
     fresh = StateStore(Location(str(tmp_path)), "default").read("p")
     assert set(fresh.resources) == {"step.a", "step.b"} and fresh.lineage == st.lineage
