@@ -14,7 +14,7 @@ import traceback
 from mlspec import __version__
 from mlspec.errors import EXIT_BUG, EXIT_ERROR, EXIT_INTERRUPTED, MlspecError
 
-FORMATS = ("text", "json")
+from mlspec.views.formats import add_format_option  # noqa: E402  (tiny, no heavy imports)
 
 
 class UsageError(Exception):
@@ -71,12 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into a non-empty directory")
 
     p = sub.add_parser("validate", parents=[common], help="check the spec: schema, references, graph, expressions")
-    p.add_argument("--format", choices=FORMATS, default="text")
+    add_format_option(p, "validate")
     p.add_argument("--check-imports", action="store_true", help="also import every `run:` target")
     _spec_opts(p)
 
     p = sub.add_parser("graph", parents=[common], help="print the resource graph")
-    p.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+    add_format_option(p, "graph")
     _spec_opts(p)
 
     p = sub.add_parser("plan", parents=[common], help="show what an apply would run, change or destroy, and why")
@@ -90,22 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallelism", type=int, default=None, metavar="N",
                    help="run at most N steps at once (default: the backend's capacity)")
     p.add_argument("--fail-fast", action="store_true", help="stop everything at the first failed step")
-    p.add_argument("--format", choices=FORMATS, default="text",
-                   help="json: one JSON object per line (the plan, each event, a summary), for CI systems")
+    add_format_option(p, "apply", "json: one JSON object per line (the plan, each event, a summary), for CI systems")
 
     p = sub.add_parser("show", parents=[common], help="render a saved plan file")
     p.add_argument("planfile")
-    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    add_format_option(p, "show")
     p.add_argument("--verbose", action="store_true")
 
     p = sub.add_parser("state", parents=[common], help="inspect and repair the recorded state")
     ss = p.add_subparsers(dest="state_command", metavar="SUBCOMMAND")
     q = ss.add_parser("list", parents=[common], help="list recorded resources")
-    q.add_argument("--format", choices=FORMATS, default="text")
+    add_format_option(q, "state list")
     _overrides(q)
     q = ss.add_parser("show", parents=[common], help="show one resource's record")
     q.add_argument("address")
-    q.add_argument("--format", choices=FORMATS, default="text")
+    add_format_option(q, "state show")
     _overrides(q)
     q = ss.add_parser("rm", parents=[common], help="forget a resource (its artifacts stay in the store)")
     q.add_argument("address", nargs="+")
@@ -124,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--force", action="store_true", help="do not ask for confirmation")
     _overrides(q)
     q = ss.add_parser("history", parents=[common], help="list the kept serials")
+    add_format_option(q, "state history")
     _overrides(q)
 
     p = sub.add_parser("logs", parents=[common], help="print a step's log from its last run")
@@ -133,27 +133,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", parents=[common], help="list and show run records")
     rs = p.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
     q = rs.add_parser("list", parents=[common])
-    q.add_argument("--format", choices=FORMATS, default="text")
+    add_format_option(q, "runs list")
     q.add_argument("-n", "--limit", type=int, default=20)
     _overrides(q)
     q = rs.add_parser("show", parents=[common])
     q.add_argument("run_id")
-    q.add_argument("--format", choices=FORMATS, default="text")
+    add_format_option(q, "runs show")
     _overrides(q)
 
     p = sub.add_parser("lineage", parents=[common], help="walk back from a resource or output to data, code and params")
     p.add_argument("address")
-    p.add_argument("--format", choices=FORMATS, default="text")
+    add_format_option(p, "lineage")
     _overrides(p)
 
     p = sub.add_parser("metrics", parents=[common], help="show and compare metrics")
     ms = p.add_subparsers(dest="metrics_command", metavar="SUBCOMMAND")
     q = ms.add_parser("show", parents=[common])
-    q.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    add_format_option(q, "metrics show")
     _overrides(q)
     q = ms.add_parser("diff", parents=[common])
     q.add_argument("--base", default=None, help="a run id, or `workspace:NAME` (default: the previous run)")
-    q.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    add_format_option(q, "metrics diff")
     _overrides(q)
 
     p = sub.add_parser("artifacts", parents=[common], help="fetch and verify artifacts")
@@ -166,18 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="check every object the state references, and the run-cache (like git fsck)")
     q.add_argument("--repair", action="store_true",
                    help="quarantine corrupt objects and drop run-cache entries that point at them")
-    q.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_option(q, "artifacts verify")
     _overrides(q)
 
     p = sub.add_parser("backends", parents=[common], help="list installed backends and check the configured one")
-    p.add_argument("--format", choices=FORMATS, default="text")
+    add_format_option(p, "backends")
     _overrides(p)
     return parser
 
 
 def _plan_opts(p: argparse.ArgumentParser, *, formats: bool = True) -> None:
     if formats:
-        p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+        add_format_option(p, "plan")
     p.add_argument("--target", action="append", default=[], metavar="ADDR",
                    help="plan only ADDR and what it needs upstream (repeatable)")
     p.add_argument("--replace", action="append", default=[], metavar="ADDR",

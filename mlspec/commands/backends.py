@@ -32,6 +32,15 @@ def run(args, console: Console) -> int:
     if args.format == "json":
         console.print(json.dumps({"installed": rows, "configured": configured, "health": health}, indent=2))
         return 0
+    if args.format == "markdown":
+        from mlspec.views.formats import markdown_table
+
+        console.print(markdown_table(["backend", "package", "version", "configured"],
+                                     [[r["name"], r["package"], r["version"], "yes" if r["name"] == configured else ""]
+                                      for r in rows]))
+        if configured:
+            console.print(f"\nConfigured backend: `{configured}`: {health}")
+        return 0
     w = max([len(r["name"]) for r in rows] + [4])
     console.print(f"{'NAME':<{w}}  PACKAGE            VERSION")
     for r in rows:

@@ -25,7 +25,11 @@ def edges_of(spec) -> tuple[list[str], list[tuple[str, str]]]:
 def run(args, console: Console) -> int:
     spec = load_spec(args.project_dir, args.file, args.overrides)
     nodes, edges = edges_of(spec)
-    if args.format == "mermaid":
+    if args.format == "json":
+        from mlspec.views.formats import to_json
+
+        console.print(to_json({"project": spec.project, "nodes": nodes, "edges": [list(e) for e in edges]}))
+    elif args.format == "mermaid":
         ids = {n: f"n{i}" for i, n in enumerate(nodes)}
         out = ["graph LR"] + [f'  {ids[n]}["{n}"]' for n in nodes]
         out += [f"  {ids[a]} --> {ids[b]}" for a, b in edges if a in ids and b in ids]

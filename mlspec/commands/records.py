@@ -81,6 +81,17 @@ def run_runs(args, console: Console) -> int:
     if not recs:
         console.print("No runs yet.")
         return 0
+    if args.format == "markdown":
+        from mlspec.views.formats import markdown_table
+
+        rows = []
+        for r in recs:
+            c = r.get("counts") or {}
+            rows.append([f"`{r['run_id']}`", r["status"], _when(r.get("started")) if r["status"] != "corrupt" else "",
+                         c.get("ran", 0), c.get("restored", 0), c.get("failed", 0), r.get("backend", "")])
+        console.print(markdown_table(["run", "status", "started (UTC)", "ran", "restored", "failed", "backend"], rows,
+                                     align_right=(3, 4, 5)))
+        return 0
     for r in recs:
         if r["status"] == "corrupt":  # listed, not fatal: a run record is history only
             console.print(f"{r['run_id']}  {'corrupt':<11} the record cannot be read: {r['problem']}")

@@ -38,6 +38,15 @@ def _list(args, console, project: Project) -> int:
     if not st.exists and not st.resources:
         console.print("No state yet: nothing has been applied in this workspace.")
         return 0
+    if args.format == "markdown":
+        from mlspec.views.formats import markdown_table
+
+        rows = [[f"`{a}`", r.get("kind", ""), r.get("verdict", "") if r.get("kind") == "step" else "",
+                 _short(r.get("fingerprint") or r.get("hash")), r.get("run_id", "")]
+                for a, r in sorted(st.resources.items())]
+        console.print(markdown_table(["resource", "kind", "last", "fingerprint", "run"], rows))
+        console.print(f"\n{len(st.resources)} resources; state serial {st.serial}, lineage `{st.lineage}`.")
+        return 0
     for addr in sorted(st.resources):
         rec = st.resources[addr]
         if rec.get("kind") == "dataset":
@@ -170,17 +179,28 @@ def _serials_in_runs(project: Project, lineage: str) -> int:
 def _history(args, console, project: Project) -> int:
     """The kept serials; works while the current document is corrupt (that is when it is needed)."""
     serials = project.store.history_serials()
+    try:
+        st, problem = project.read_state(), ""
+    except StateError as exc:
+        st, problem = None, exc.message
+    current = st.serial if st is not None and st.exists else None
+    data = {"kept": serials, "current": current, "current_problem": problem or None}
+    if args.format != "text":
+        from mlspec.views.formats import emit, markdown_table
+
+        rows = [[s, ""] for s in serials] + ([[current, "current"]] if current is not None else []) + \
+            ([["-", f"current: unreadable ({problem})"]] if problem else [])
+        emit(console, args.format, data, markdown=lambda d: markdown_table(["serial", ""], rows))
+        return 0
     for s in serials:
         console.print(f"serial {s}")
-    try:
-        st = project.read_state()
-    except StateError as exc:
-        console.print(f"current: unreadable ({exc.message})")
+    if problem:
+        console.print(f"current: unreadable ({problem})")
         if serials:
             console.print(f"Restore a kept serial with: mlspec state restore {serials[-1]}")
         return 0
-    if st.exists:
-        console.print(f"serial {st.serial} (current)")
+    if current is not None:
+        console.print(f"serial {current} (current)")
     return 0
 
 
