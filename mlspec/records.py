@@ -16,6 +16,7 @@ microseconds a record); jsonschema runs only to explain a failure.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 STATE = "state.schema.json"
@@ -61,3 +62,102 @@ def problem(schema: str, obj: Any) -> str:
     err = max(found, key=lambda e: (e.validator not in ("not", "const"), len(e.absolute_path)))
     message = err.message if len(err.message) <= 160 else err.message[:157] + "..."
     return f"{_where(err.absolute_path)}: {message}"
+
+
+# --- the record types -------------------------------------------------------------------------------
+# Kinds build their records through these (the field list is the contract, the schema checks it on read);
+# in memory the state keeps the plain dicts they produce, which is what the JSON holds.
+def _from(cls, data: dict, schema: str, wrap=None):
+    """The record from plain data, checked against its schema (ValueError naming the field otherwise)."""
+    found = problem(schema, wrap(data) if wrap else data)
+    if found:
+        raise ValueError(found)
+    names = set(cls.__dataclass_fields__)
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _one_resource(address: str):
+    return lambda rec: {"format_version": 1, "lineage": "-", "serial": 0, "resources": {address: rec}}
+
+
+@dataclass
+class StepRecord:
+    fingerprint: str
+    facts: dict
+    outputs: dict  # name -> {"hash", "size", "format"}
+    metrics: dict = field(default_factory=dict)
+    run_id: str = ""
+    log: str | None = None
+    duration: float = 0.0
+    verdict: str = "ran"  # ran | restored
+    finished: float = 0.0
+    kind: str = "step"
+    status: str = "succeeded"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, address: str = "step.x") -> "StepRecord":
+        return _from(cls, data, STATE, _one_resource(address))
+
+
+@dataclass
+class DatasetRecord:
+    hash: str
+    size: int = 0
+    uri: str = ""
+    run_id: str = ""
+    kind: str = "dataset"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, address: str = "dataset.x") -> "DatasetRecord":
+        return _from(cls, data, STATE, _one_resource(address))
+
+
+@dataclass
+class RunCacheEntry:
+    fingerprint: str
+    address: str
+    outputs: dict
+    metrics: dict = field(default_factory=dict)
+    log: str | None = None
+    run_id: str = ""
+    finished: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunCacheEntry":
+        return _from(cls, data, RUNCACHE_ENTRY)
+
+
+@dataclass
+class TaskPayload:
+    """What a backend hands the runner for one step (schemas/task.schema.json)."""
+
+    format_version: int
+    mlspec_version: str
+    address: str
+    run: str
+    cmd: str
+    params: dict
+    inputs: dict
+    outputs: list
+    metrics: list
+    project_dir: str
+    code_paths: list
+    artifacts: dict
+    env: dict = field(default_factory=dict)
+    external_paths: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TaskPayload":
+        return _from(cls, data, TASK)

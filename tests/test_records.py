@@ -75,3 +75,23 @@ def test_a_damaged_journal_entry_names_the_file_and_field(project, tmp_path):
     r = project.run("plan")
     assert r.returncode == 1
     assert "000000001.json" in r.stderr and "verdict" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_record_types_round_trip_and_refuse_a_bad_field(project):
+    from mlspec.records import DatasetRecord, RunCacheEntry, StepRecord
+
+    assert project.apply().returncode == 0
+    st = project.state()
+    rec = StepRecord.from_dict(st["resources"]["step.prepare"], "step.prepare")
+    assert rec.to_dict() == st["resources"]["step.prepare"]
+    ds = DatasetRecord.from_dict(st["resources"]["dataset.nums"], "dataset.nums")
+    assert ds.to_dict() == st["resources"]["dataset.nums"]
+    entry = json.loads(next((project.root / ".mlspec/artifacts/runcache").glob("*.json")).read_text())
+    assert RunCacheEntry.from_dict(entry).fingerprint == entry["fingerprint"]
+    bad = dict(st["resources"]["step.prepare"], outputs={"clean": {"hash": 3}})
+    try:
+        StepRecord.from_dict(bad, "step.prepare")
+    except ValueError as exc:
+        assert 'outputs.clean.hash' in str(exc)
+    else:
+        raise AssertionError("a record with a bad field was accepted")

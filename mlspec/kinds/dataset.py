@@ -8,6 +8,7 @@ from typing import Mapping
 
 from mlspec.core.kind import Change, Done, Node, Outcome, ResourceKind, register
 from mlspec.core.types import Action, Reason, ReasonCode, Status, Verdict
+from mlspec.records import DatasetRecord
 
 
 class DatasetKind(ResourceKind):
@@ -43,7 +44,7 @@ class DatasetKind(ResourceKind):
     def start(self, node: Node, change: Change, run) -> Done:
         f = change.detail
         now = time.time()
-        record = {"kind": self.name, "hash": f["hash"], "size": f["size"], "uri": f["uri"], "run_id": run.run_id}
+        record = DatasetRecord(f["hash"], f["size"], f["uri"], run.run_id).to_dict()
         return Done(Outcome(node.address, Status.READ, started=now, finished=now), record,
                     outputs=change.outputs)
 

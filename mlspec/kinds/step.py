@@ -16,6 +16,7 @@ from mlspec.backends.api import TASK_FORMAT_VERSION, Task, TaskResult, TaskStatu
 from mlspec.core.kind import Change, Done, Node, Outcome, ResourceKind, Submit, register
 from mlspec.core.types import Action, Reason, ReasonCode, Status, Verdict
 from mlspec.fingerprint import fingerprint_of, step_facts
+from mlspec.records import RunCacheEntry, StepRecord, TaskPayload
 from mlspec.sensitive import REDACTOR
 from mlspec.spec import Secret
 
@@ -191,10 +192,8 @@ class StepKind(ResourceKind):
     def record(self, change: Change, outputs: dict, metrics: dict, log_hash: str | None, duration: float,
                verdict: str, run_id: str) -> dict:
         d: StepDetail = change.detail
-        return {"kind": self.name, "status": "succeeded", "fingerprint": change.fingerprint,
-                "facts": dict(d.facts, sources=d.sources), "outputs": outputs, "metrics": metrics,
-                "run_id": run_id, "log": log_hash, "duration": round(duration, 4), "verdict": verdict,
-                "finished": round(time.time(), 3)}
+        return StepRecord(change.fingerprint, dict(d.facts, sources=d.sources), outputs, metrics, run_id, log_hash,
+                          round(duration, 4), verdict, round(time.time(), 3)).to_dict()
 
     def start(self, node: Node, change: Change, run) -> Done | Submit:
         if change.verdict is Verdict.RESTORE:
@@ -258,12 +257,11 @@ class StepKind(ResourceKind):
                 inputs[ref.name] = {"hash": out["hash"], "format": out.get("format", "auto"),
                                     "from": f"{ref.resource}.{ref.output}"}
         params = {k: (str.__str__(v) if isinstance(v, Secret) else v) for k, v in inst.params.items()}
-        return {"format_version": TASK_FORMAT_VERSION, "mlspec_version": run.mlspec_version,
-                "address": inst.address, "run": inst.step.run, "cmd": inst.step.cmd, "params": params,
-                "inputs": inputs, "outputs": list(inst.step.outputs), "metrics": list(inst.step.metrics),
-                "project_dir": str(spec.project_dir), "code_paths": list(run.code_paths),
-                "artifacts": {"url": run.project.artifacts.url, "options": dict(spec.storage.options)},
-                "env": dict(inst.step.env), "external_paths": list(inst.step.external_paths)}
+        return TaskPayload(TASK_FORMAT_VERSION, run.mlspec_version, inst.address, inst.step.run, inst.step.cmd,
+                           params, inputs, list(inst.step.outputs), list(inst.step.metrics), str(spec.project_dir),
+                           list(run.code_paths),
+                           {"url": run.project.artifacts.url, "options": dict(spec.storage.options)},
+                           dict(inst.step.env), list(inst.step.external_paths)).to_dict()
 
     def finish(self, node: Node, change: Change, result, outcome: Outcome, run) -> Done:
         res: TaskResult = result
@@ -282,9 +280,9 @@ class StepKind(ResourceKind):
         if res.status is TaskStatus.SUCCEEDED:
             rec = self.record(change, res.outputs, res.metrics, log_hash, outcome.duration, "ran", run.run_id)
             if inst.step.cache:
-                run.project.artifacts.runcache_put(change.fingerprint, {
-                    "fingerprint": change.fingerprint, "address": node.address, "outputs": res.outputs,
-                    "metrics": res.metrics, "log": log_hash, "run_id": run.run_id, "finished": rec["finished"]})
+                run.project.artifacts.runcache_put(change.fingerprint, RunCacheEntry(
+                    change.fingerprint, node.address, res.outputs, res.metrics, log_hash, run.run_id,
+                    rec["finished"]).to_dict())
             outcome.status, outcome.outputs, outcome.metrics = Status.RAN, res.outputs, res.metrics
             return Done(outcome, rec, outputs={k: v["hash"] for k, v in res.outputs.items()})
         outcome.error = res.error or res.status.value
