@@ -6,7 +6,6 @@ A broken plugin never crashes mlspec: it is reported in one line with the comman
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib.metadata import entry_points
 
 from mlspec.errors import MlspecError
 
@@ -19,7 +18,9 @@ INSTALL_HINTS = {
 
 @lru_cache(maxsize=None)
 def _entry_points() -> dict:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+    from mlspec.plugins import entry_points_of
+
+    return {ep.name: ep for ep in entry_points_of(GROUP)}
 
 
 def available_backend_names() -> list[str]:
