@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from mlspec.core.types import Action
+from mlspec.core.types import SYMBOL_OF
 
 MARKDOWN_LIMIT = 60_000
 _COLOR = {"create": ("green",), "update": ("yellow",), "replace": ("red",), "delete": ("red",), "read": ("cyan",)}
@@ -49,7 +49,7 @@ def render_text(plan: dict, *, verbose: bool = False, style: Callable[..., str] 
         w = max(len(c["address"]) for c in changes)
         for c in changes:
             action = c["actions"][0]
-            sym = Action(action).symbol
+            sym = SYMBOL_OF[action]
             head = f"  {sym:>3} {c['address']:<{w}}  {_verdict_text(c)}"
             lines.append(style(head, *_COLOR.get(action, ())))
             for r in c["reasons"]:
@@ -71,7 +71,7 @@ def _mermaid(plan: dict, graph_edges: list, limit: int = 60) -> str:
     ids = {a: f"n{i}" for i, a in enumerate(nodes)}
     out = ["```mermaid", "graph LR"]
     for a in nodes:
-        label = f"{Action(changed[a]['actions'][0]).symbol.strip() or '='} {a}".replace('"', "'")
+        label = f"{SYMBOL_OF[changed[a]['actions'][0]].strip() or '='} {a}".replace('"', "'")
         out.append(f'  {ids[a]}["{label}"]')
     for src, dst in graph_edges:
         if src in ids and dst in ids:
@@ -103,7 +103,7 @@ def render_markdown(plan: dict, graph_edges: list | None = None) -> str:
     used, shown = 0, 0
     for c in changes:
         why = "; ".join(r["message"] for r in c["reasons"]).replace("|", "\\|")
-        row = f"| `{Action(c['actions'][0]).symbol}` | `{c['address']}` | {_verdict_text(c)} | {why} |"
+        row = f"| `{SYMBOL_OF[c['actions'][0]]}` | `{c['address']}` | {_verdict_text(c)} | {why} |"
         if used + len(row) + len(text_tail) > body_budget:
             break
         rows.append(row)

@@ -127,7 +127,9 @@ def find(data: Mapping, interpolations: Iterable[tuple[tuple, str]] = ()) -> Sen
         for name, b in backends.items():
             if isinstance(b, dict):
                 _credential_keys(b, ("backends", name), sources)
-    _secret_objects(data, (), sources)
+    for name, step in ((data.get("steps") or {}).items() if isinstance(data.get("steps"), dict) else ()):
+        if isinstance(step, dict) and isinstance(step.get("params"), dict):  # {value, secret: true} lives here
+            _secret_objects(step["params"], ("steps", name, "params"), sources)
 
     values: set = set()
     for p in sources:
@@ -253,6 +255,8 @@ class Redactor:
 def mask(data: Any, sensitivity: Sensitivity) -> Any:
     """Plain data with every sensitive path and every value containing a sensitive value masked."""
     paths = sensitivity.paths
+    if not paths and not sensitivity.values:
+        return data
 
     def walk(node: Any, path: tuple) -> Any:
         if path in paths:

@@ -282,6 +282,7 @@ class LocalBackend(Backend):
 
     def preflight(self, requirements: list[Requirement]) -> list[str]:
         problems = []
+        checked: dict[str, str] = {}
         cpus = os.cpu_count() or 1
         has_gpu = shutil.which("nvidia-smi") is not None
         for r in requirements:
@@ -300,7 +301,9 @@ class LocalBackend(Backend):
                     problems.append(f"{r.address} asks for {int(mem) / 2**30:.1f} GiB of memory; this machine has "
                                     f"{total / 2**30:.1f} GiB")
             if r.module:
-                problem = self._module_problem(r.module)
+                if r.module not in checked:  # one check per module, not per step (50,000 steps share a few)
+                    checked[r.module] = self._module_problem(r.module)
+                problem = checked[r.module]
                 if problem:
                     problems.append(f"{r.address}: {problem}")
             if r.resources.get("custom"):

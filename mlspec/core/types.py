@@ -30,6 +30,7 @@ class Action(str, enum.Enum):
 
 _SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-", Action.READ: "<=",
             Action.NOOP: " "}
+SYMBOL_OF = {a.value: sym for a, sym in _SYMBOLS.items()}  # by the plan JSON's action string
 
 
 class Verdict(str, enum.Enum):
@@ -89,27 +90,35 @@ class Reason:
     after: object = None
 
     def __post_init__(self):
-        object.__setattr__(self, "code", ReasonCode(self.code))
+        if type(self.code) is not ReasonCode:  # an enum call costs ~10 us: only for plain strings
+            object.__setattr__(self, "code", ReasonCode(self.code))
 
     def text(self) -> str:
         c, p = self.code, self.path
-        texts = {
-            ReasonCode.NEW: "new: no successful run recorded",
-            ReasonCode.REMOVED: "removed from the spec",
-            ReasonCode.FORCED: "forced by --replace",
-            ReasonCode.SECRET_CHANGED: f"{p}: (sensitive value changed)",
-            ReasonCode.CODE_CHANGED: f"code {p} changed",
-            ReasonCode.CODE_ADDED: f"code {p} is now imported",
-            ReasonCode.CODE_REMOVED: f"code {p} is no longer imported",
-            ReasonCode.INPUT_CHANGED: f"input {p}: new content",
-            ReasonCode.OUTPUT_MISSING: f"output {p} missing or corrupt in the artifact store",
-            ReasonCode.UPSTREAM_RERUN: f"upstream {p} will re-run",
-            ReasonCode.DATA_NEW: "not recorded yet",
-        }
-        if c in texts:
-            return texts[c]
+        if c is ReasonCode.NEW:
+            return "new: no successful run recorded"
+        if c is ReasonCode.UPSTREAM_RERUN:
+            return f"upstream {p} will re-run"
         if c in (ReasonCode.PARAM_CHANGED, ReasonCode.DEFINITION_CHANGED, ReasonCode.CHANGED):
             return f"{p}: {_fmt(self.before)} -> {_fmt(self.after)}"
+        if c is ReasonCode.REMOVED:
+            return "removed from the spec"
+        if c is ReasonCode.FORCED:
+            return "forced by --replace"
+        if c is ReasonCode.SECRET_CHANGED:
+            return f"{p}: (sensitive value changed)"
+        if c is ReasonCode.CODE_CHANGED:
+            return f"code {p} changed"
+        if c is ReasonCode.CODE_ADDED:
+            return f"code {p} is now imported"
+        if c is ReasonCode.CODE_REMOVED:
+            return f"code {p} is no longer imported"
+        if c is ReasonCode.INPUT_CHANGED:
+            return f"input {p}: new content"
+        if c is ReasonCode.OUTPUT_MISSING:
+            return f"output {p} missing or corrupt in the artifact store"
+        if c is ReasonCode.DATA_NEW:
+            return "not recorded yet"
         if c is ReasonCode.PARAM_ADDED:
             return f"{p}: added ({_fmt(self.after)})"
         if c is ReasonCode.PARAM_REMOVED:
@@ -121,7 +130,7 @@ class Reason:
         raise AssertionError(f"no text for reason {c}")  # every code has one: tests/test_core_types.py
 
     def to_dict(self) -> dict:
-        d = {"code": self.code.value, "message": self.text()}
+        d = {"code": self.code, "message": self.text()}  # a str enum: JSON writes its value
         if self.path:
             d["path"] = self.path
         if self.code in _WITH_BEFORE:
