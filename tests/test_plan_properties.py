@@ -38,6 +38,21 @@ def test_plan_command_is_deterministic_and_pure(project):
     assert _snapshot(project.root) == before, "plan wrote something besides the hash cache"
 
 
+def test_a_plan_that_restores_from_the_run_cache_is_pure(project):
+    """Planning reads the run-cache (a restore) but writes nothing besides the hash cache."""
+    assert project.apply().returncode == 0
+    spec = (project.root / "mlspec.yaml").read_text()
+    project.write("mlspec.yaml", spec.replace("scale: 2.0", "scale: 4.0"))
+    assert project.apply().returncode == 0
+    project.write("mlspec.yaml", spec)  # back to 2.0: that fingerprint is in the run-cache
+    before = _snapshot(project.root)
+    outs = [project.run("plan", "--format", "json").stdout for _ in range(2)]
+    assert outs[0] == outs[1]
+    verdicts = {c["address"]: c["verdict"] for c in json.loads(outs[0])["resource_changes"]}
+    assert verdicts["step.prepare"] == "restore"
+    assert _snapshot(project.root) == before, "a restoring plan wrote something besides the hash cache"
+
+
 def test_replan_over_unchanged_data_reads_no_bytes(project):
     assert project.apply().returncode == 0
     first = Project.open(project.root)
