@@ -335,6 +335,7 @@ class RunCacheView(Mapping):
     def __init__(self, store: ArtifactStore):
         self.store = store
         self._memo: dict = {}
+        self._listing: set | None = None
 
     def __getitem__(self, fp):
         v = self.get(fp)
@@ -344,8 +345,23 @@ class RunCacheView(Mapping):
 
     def get(self, fp, default=None):
         if fp not in self._memo:
-            self._memo[fp] = self.store.runcache_get(fp)
+            names = self._names()
+            if names is not None and f"{_hex(fp)}.json" not in names:
+                self._memo[fp] = None  # a miss answered by one directory listing, not a failed open per step
+            else:
+                self._memo[fp] = self.store.runcache_get(fp)
         return self._memo[fp] if self._memo[fp] is not None else default
+
+    def _names(self) -> set | None:
+        """The entries of a local run-cache, listed once (None for object stores: a listing can be large)."""
+        if not self.store.loc.local:
+            return None
+        if self._listing is None:
+            try:
+                self._listing = set(os.listdir(self.store.loc.join("runcache")))
+            except FileNotFoundError:
+                self._listing = set()
+        return self._listing
 
     def __iter__(self):
         return iter(())

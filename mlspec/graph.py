@@ -11,7 +11,7 @@ import functools
 import graphlib
 import itertools
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 from mlspec.addresses import instance_address, parse_address
 from mlspec.spec import Spec, Step
@@ -32,10 +32,14 @@ class StepInstance:
     coords: Mapping = field(default_factory=dict)
     params: Mapping = field(default_factory=dict)
     inputs: tuple = ()  # InputRef, sorted by name
+    upstream: tuple = ()  # every address it reads from (datasets and step instances), sorted
+
+    # a step instance is the step kind's graph node itself (mlspec.core.kind.Node's fields): no copy per step
+    kind: ClassVar[str] = "step"
 
     @property
-    def upstream(self) -> tuple:
-        return tuple(sorted({i.resource for i in self.inputs if i.kind == "step"}))
+    def item(self) -> "StepInstance":
+        return self
 
 
 class CycleError(ValueError):
@@ -138,5 +142,6 @@ def expand(spec: Spec) -> list[StepInstance]:
             if c and step.matrix:
                 params.update({k: v for k, v in c.items() if k in step.matrix})
             address = instance_address(name, {k: c[k] for k in sorted(c)}) if c else f"step.{name}"
-            instances.append(StepInstance(address, step, dict(c), params, tuple(refs)))
+            instances.append(StepInstance(address, step, dict(c), params, tuple(refs),
+                                          tuple(sorted({r.resource for r in refs}))))
     return instances

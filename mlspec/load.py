@@ -39,17 +39,28 @@ def validate_composed(c: Composed) -> list[Diagnostic]:
 VALIDATED_KEEP = 32
 
 
+def masked_canonical(c: Composed) -> bytes:
+    """Canonical JSON of the composed spec with sensitive values masked: the validation key and the spec
+    digest both hash it, so it is made once (0.3 s at 50,000 steps)."""
+    cached = getattr(c, "_masked_canonical", None)
+    if cached is None:
+        from mlspec.sensitive import mask
+        from mlspec.spec import _canonical
+
+        cached = c._masked_canonical = _canonical(mask(c.data, c.sensitive) if c.sensitive.paths else c.data)
+    return cached
+
+
 def _validation_key(c: Composed) -> str:
     """What a validation verdict depends on: the composed spec (secrets masked), mlspec, schema, backends."""
     import xxhash
 
     from mlspec import __version__
     from mlspec.schema import load_schema
-    from mlspec.sensitive import mask
     from mlspec.spec import _canonical
 
     h = xxhash.xxh3_128()
-    h.update(_canonical(mask(c.data, c.sensitive) if c.sensitive.paths else c.data))
+    h.update(masked_canonical(c))
     h.update(_canonical([__version__, load_schema(), backend_types()]))
     return h.hexdigest()
 
@@ -91,7 +102,7 @@ def load_spec(project_dir: str | Path = ".", spec_file: str | None = None, overr
     if diags:
         raise SpecError(diags)
     spec = build_spec(c.data, project_dir=c.sources.project_dir, spec_file=c.spec_file,
-                      sensitive=c.sensitive, choices=c.choices)
+                      sensitive=c.sensitive, choices=c.choices, canonical=masked_canonical(c))
     if check_imports:
         diags = import_diagnostics(spec, c)
         if diags:

@@ -181,14 +181,14 @@ def _canonical(obj: Any) -> bytes:
 
 
 def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: Sensitivity | None = None,
-               choices: Mapping | None = None) -> Spec:
+               choices: Mapping | None = None, canonical: bytes | None = None) -> Spec:
     """Build the frozen Spec from validated plain data (schema and semantic checks already passed)."""
     import xxhash
 
     sensitive = sensitive if sensitive is not None else find_sensitive(data)
     secret_paths = sensitive.paths
     masked = mask(dict(data), sensitive)
-    digest = xxhash.xxh3_128_hexdigest(_canonical(masked))
+    digest = xxhash.xxh3_128_hexdigest(canonical if canonical is not None else _canonical(masked))
     st = data.get("storage") or {}
     storage = Storage(st.get("state", ".mlspec/state"), st.get("artifacts", ".mlspec/artifacts"),
                       st.get("workspace", "default"), dict(st.get("options") or {}))

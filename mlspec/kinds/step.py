@@ -113,11 +113,7 @@ class StepKind(ResourceKind):
     def nodes(self, spec) -> list[Node]:
         from mlspec.graph import expand
 
-        out = []
-        for inst in expand(spec):
-            ups = tuple(sorted({r.resource for r in inst.inputs}))
-            out.append(Node(inst.address, self.name, ups, inst))
-        return out
+        return expand(spec)  # StepInstance has Node's fields (address, kind, upstream, item)
 
     # --- planning -------------------------------------------------------------------------------
     def gather(self, spec, nodes, state, ctx, facts) -> None:
