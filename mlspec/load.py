@@ -103,6 +103,9 @@ def load_spec(project_dir: str | Path = ".", spec_file: str | None = None, overr
         raise SpecError(diags)
     spec = build_spec(c.data, project_dir=c.sources.project_dir, spec_file=c.spec_file,
                       sensitive=c.sensitive, choices=c.choices, canonical=masked_canonical(c))
+    import gc
+
+    gc.freeze()  # the spec lives as long as the command: the cyclic collector need not rescan it
     if check_imports:
         diags = import_diagnostics(spec, c)
         if diags:
