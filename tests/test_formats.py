@@ -7,13 +7,12 @@ import json
 
 import pytest
 
+from conftest import DEFAULT_SPEC, STEPS_PY, Project
 from mlspec.views.formats import FORMATS
 
 
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory):
-    from conftest import DEFAULT_SPEC, STEPS_PY, Project
-
     p = Project(tmp_path_factory.mktemp("fmt") / "proj")
     p.write("mlspec.yaml", DEFAULT_SPEC)
     p.write("data/nums.csv", "x,y\n1,2\n3,4\n5,6\n")
