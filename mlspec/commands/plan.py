@@ -62,9 +62,11 @@ def run(args, console: Console) -> int:
     if not args.no_preflight:
         preflight(project, nodes, plan, console)
     data = plan.to_dict()
+    # the graph (50,000 edges at 50,000 steps) only where it is shown or saved
+    edges = project.graph_edges(nodes) if args.out or args.format == "markdown" else None
     if args.out:
-        save_plan(Path(args.out), project, plan, state, project.graph_edges(nodes))
-    emit(data, args.format, console, verbose=args.verbose, edges=project.graph_edges(nodes))
+        save_plan(Path(args.out), project, plan, state, edges)
+    emit(data, args.format, console, verbose=args.verbose, edges=edges)
     if args.out:
         console.error(f"Saved the plan to {args.out}. Apply exactly this plan with: mlspec apply {args.out}")
     if args.detailed_exitcode and plan.has_changes:
