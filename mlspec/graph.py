@@ -56,6 +56,13 @@ def step_dependencies(steps: Mapping[str, Step]) -> dict[str, set]:
     for name, step in steps.items():
         deps[name] = set()
         for ref in step.inputs.values():
+            if ref.startswith("dataset."):
+                continue
+            if ref.startswith("step.") and "[" not in ref:  # step.NAME.OUTPUT: no need to parse (50,000 of them)
+                up = ref.split(".", 2)[1]
+                if up in steps:
+                    deps[name].add(up)
+                continue
             try:
                 a = _parse(ref)
             except ValueError:
