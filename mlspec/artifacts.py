@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Mapping
 
 from mlspec.errors import MlspecError
-from mlspec.hashing import canonical_json, hash_bytes, hash_file, hash_stream
+from mlspec.hashing import canonical_json, checksum_ok, copy_hashing, hash_bytes, hash_file, hash_stream
 from mlspec.storage import Location
 
 TEMP_MAX_AGE = 600.0  # a `.obj.*` temp file untouched this long belongs to a dead writer
@@ -92,22 +92,12 @@ class ArtifactStore:
     def _put_local_hashing(self, path: str | os.PathLike) -> tuple[str, int]:
         """Copy into the store while hashing (one read), then name the copy by what was actually copied: the
         object's name always matches its content, even if the source changes meanwhile."""
-        import xxhash
-
-        from mlspec.hashing import ALGO, CHUNK
-
         root = Path(self.loc.join("objects"))
         root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".obj.", dir=root)
-        h = xxhash.xxh3_128()
-        size = 0
         try:
             with open(path, "rb") as src, os.fdopen(fd, "wb") as out:
-                while chunk := src.read(CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            digest = f"{ALGO}:{h.hexdigest()}"
+                digest, size = copy_hashing(src, out)
             dest = Path(self.loc.join(self.object_name(digest)))
             if self.quick_check(digest, size):
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -155,16 +145,19 @@ class ArtifactStore:
                 got, size = hash_file(tmp)
                 if got != digest:
                     tmp.unlink()
-                    self.quarantine(digest)
-                    raise CorruptArtifact(digest, f"its content hashes to {got} ({size} bytes)", produced_by, self.url)
+                    raise self._corrupt(digest, got, size, produced_by)
             os.replace(tmp, dest)
         return str(dest)
+
+    def _corrupt(self, digest: str, got: str, size: int, produced_by: str) -> CorruptArtifact:
+        """Quarantine an object whose content hashes to ``got``; the error to raise about it."""
+        self.quarantine(digest)
+        return CorruptArtifact(digest, f"its content hashes to {got} ({size} bytes)", produced_by, self.url)
 
     def _check_file(self, digest: str, path: str, produced_by: str = "") -> None:
         got, size = hash_file(path)
         if got != digest:
-            self.quarantine(digest)
-            raise CorruptArtifact(digest, f"its content hashes to {got} ({size} bytes)", produced_by, self.url)
+            raise self._corrupt(digest, got, size, produced_by)
 
     def verify(self, digest: str, size: int | None = None) -> str:
         """'' when the object is there and its content matches its name; else what is wrong."""
@@ -220,37 +213,25 @@ class ArtifactStore:
             raise FileNotFoundError(f"artifact {digest} is missing from {self.url}")
         got = hash_bytes(data)
         if got != digest:
-            self.quarantine(digest)
-            raise CorruptArtifact(digest, f"its content hashes to {got} ({len(data)} bytes)", produced_by, self.url)
+            raise self._corrupt(digest, got, len(data), produced_by)
         return data
 
     def get(self, digest: str, dest: str | os.PathLike, produced_by: str = "") -> int:
         """Copy an object out, hashing what is written; returns the bytes written. A mismatch removes the
         copy, quarantines the object and raises CorruptArtifact."""
-        import xxhash
-
-        from mlspec.hashing import ALGO, CHUNK
-
-        h = xxhash.xxh3_128()
-        size = 0
         name = self.loc.join(self.object_name(digest))
         opener = (lambda: open(name, "rb")) if self.loc.local else (lambda: self.loc.fs.open(name, "rb"))
         tmp = f"{dest}.part{os.getpid()}"
         try:
             with opener() as src, open(tmp, "wb") as out:
-                while chunk := src.read(CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
+                got, size = copy_hashing(src, out)
         except FileNotFoundError:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise FileNotFoundError(f"artifact {digest} is missing from {self.url}") from None
-        got = f"{ALGO}:{h.hexdigest()}"
         if got != digest:
             os.unlink(tmp)
-            self.quarantine(digest)
-            raise CorruptArtifact(digest, f"its content hashes to {got} ({size} bytes)", produced_by, self.url)
+            raise self._corrupt(digest, got, size, produced_by)
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
         return size
@@ -313,8 +294,7 @@ class ArtifactStore:
 def runcache_entry_ok(entry, fingerprint: str) -> bool:
     if not isinstance(entry, dict) or entry.get("fingerprint") != fingerprint:
         return False
-    body = {k: v for k, v in entry.items() if k != "checksum"}
-    if entry.get("checksum") != hash_bytes(canonical_json(body)):
+    if not checksum_ok(entry):
         return False
     outs = entry.get("outputs")
     if not isinstance(outs, dict):

@@ -58,6 +58,10 @@ class Run:
             self._capacity[name] = self.parallelism or backend.capacity()
         return self._capacity[name]
 
+    def new_pass(self) -> None:
+        """A new scheduling pass: ask backends for their capacity again."""
+        self._capacity.clear()
+
     def warn(self, address: str, message: str) -> None:
         self.emit(EventKind.WARNING, Outcome(address, Status.NOT_RUN, reason=message))
 
@@ -141,7 +145,7 @@ class Executor:
         try:
             while pending or running:
                 progressed = False
-                self.run._capacity.clear()
+                self.run.new_pass()
                 if not stop:
                     full: set = set()
                     for addr in sorted(self._ready & pending.keys(), key=self.order.__getitem__):

@@ -33,6 +33,23 @@ def canonical_json(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
+def checksum_ok(doc: dict) -> bool:
+    """Whether a record's "checksum" is the hash of the canonical JSON of the rest of it."""
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    return doc.get("checksum") == hash_bytes(canonical_json(body))
+
+
+def copy_hashing(src, dst) -> tuple[str, int]:
+    """Copy one open binary file to another, hashing what passes: (hash, size) of the bytes written."""
+    h = xxhash.xxh3_128()
+    size = 0
+    while chunk := src.read(CHUNK):
+        h.update(chunk)
+        dst.write(chunk)
+        size += len(chunk)
+    return f"{ALGO}:{h.hexdigest()}", size
+
+
 def hash_stream(fh) -> tuple[str, int]:
     h = xxhash.xxh3_128()
     buf = bytearray(CHUNK)

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from mlspec.errors import LockedError
+from mlspec.procs import process_alive
 from mlspec.storage import Location
 
 
@@ -19,34 +20,6 @@ def _who() -> str:
 
     w = who()
     return f"{w['user']}@{w['host']}"
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie."""
-    if not os.path.isdir("/proc/self"):  # no procfs (macOS, BSD): ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("State:"):
-                    return "Z" not in line.split(":", 1)[1].split()[0]
-        return True
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
 
 
 def lock_problem(d) -> str:

@@ -67,26 +67,30 @@ def problem(schema: str, obj: Any) -> str:
 # --- the record types -------------------------------------------------------------------------------
 # Kinds build their records through these (the field list is the contract, the schema checks it on read);
 # in memory the state keeps the plain dicts they produce, which is what the JSON holds.
-def _shallow(obj) -> dict:
-    """The fields as a dict, values shared (dataclasses.asdict deep-copies: 0.5 ms a step record)."""
-    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+class _Record:
+    SCHEMA = ""
+    IN_STATE = False  # a resource record: checked as the state document would hold it
 
+    def to_dict(self) -> dict:
+        """The fields as a dict, values shared (dataclasses.asdict deep-copies: 0.5 ms a step record)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
-def _from(cls, data: dict, schema: str, wrap=None):
-    """The record from plain data, checked against its schema (ValueError naming the field otherwise)."""
-    found = problem(schema, wrap(data) if wrap else data)
-    if found:
-        raise ValueError(found)
-    names = set(cls.__dataclass_fields__)
-    return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def _one_resource(address: str):
-    return lambda rec: {"format_version": 1, "lineage": "-", "serial": 0, "resources": {address: rec}}
+    @classmethod
+    def from_dict(cls, data: dict, address: str = ""):
+        """The record from plain data, checked against its schema (ValueError naming the field otherwise)."""
+        checked = data
+        if cls.IN_STATE:
+            checked = {"format_version": 1, "lineage": "-", "serial": 0,
+                       "resources": {address or f"{data.get('kind', 'x')}.x": data}}
+        found = problem(cls.SCHEMA, checked)
+        if found:
+            raise ValueError(found)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass
-class StepRecord:
+class StepRecord(_Record):
+    SCHEMA, IN_STATE = STATE, True
     fingerprint: str
     facts: dict
     outputs: dict  # name -> {"hash", "size", "format"}
@@ -99,32 +103,20 @@ class StepRecord:
     kind: str = "step"
     status: str = "succeeded"
 
-    def to_dict(self) -> dict:
-        return _shallow(self)
-
-    @classmethod
-    def from_dict(cls, data: dict, address: str = "step.x") -> "StepRecord":
-        return _from(cls, data, STATE, _one_resource(address))
-
 
 @dataclass
-class DatasetRecord:
+class DatasetRecord(_Record):
+    SCHEMA, IN_STATE = STATE, True
     hash: str
     size: int = 0
     uri: str = ""
     run_id: str = ""
     kind: str = "dataset"
 
-    def to_dict(self) -> dict:
-        return _shallow(self)
-
-    @classmethod
-    def from_dict(cls, data: dict, address: str = "dataset.x") -> "DatasetRecord":
-        return _from(cls, data, STATE, _one_resource(address))
-
 
 @dataclass
-class RunCacheEntry:
+class RunCacheEntry(_Record):
+    SCHEMA = RUNCACHE_ENTRY
     fingerprint: str
     address: str
     outputs: dict
@@ -133,18 +125,12 @@ class RunCacheEntry:
     run_id: str = ""
     finished: float = 0.0
 
-    def to_dict(self) -> dict:
-        return _shallow(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RunCacheEntry":
-        return _from(cls, data, RUNCACHE_ENTRY)
-
 
 @dataclass
-class TaskPayload:
+class TaskPayload(_Record):
     """What a backend hands the runner for one step (schemas/task.schema.json)."""
 
+    SCHEMA = TASK
     format_version: int
     mlspec_version: str
     address: str
@@ -159,10 +145,3 @@ class TaskPayload:
     artifacts: dict
     env: dict = field(default_factory=dict)
     external_paths: list = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return _shallow(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TaskPayload":
-        return _from(cls, data, TASK)

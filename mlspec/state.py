@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 
 from mlspec.errors import StateError
-from mlspec.hashing import canonical_json, hash_bytes
+from mlspec.hashing import canonical_json, checksum_ok, hash_bytes
 from mlspec.storage import Location
 
 STATE_FORMAT_VERSION = 1
@@ -139,11 +139,6 @@ def journal_entry_problem(entry) -> str:
     return problem
 
 
-def _checksum_ok(doc: dict) -> bool:
-    body = {k: v for k, v in doc.items() if k != "checksum"}
-    return doc.get("checksum") == hash_bytes(canonical_json(body))
-
-
 @dataclass
 class State:
     lineage: str
@@ -181,7 +176,7 @@ class State:
         """Raises ValueError (the problem) for a document that cannot be trusted, StateError for another format."""
         if not isinstance(doc, dict):
             raise ValueError(f"it holds {_kind(doc)}, not a JSON object")
-        if not _checksum_ok(doc):
+        if not checksum_ok(doc):
             raise ValueError("it fails its checksum (edited, or damaged)")
         if doc.get("format_version") != STATE_FORMAT_VERSION:
             raise StateError(f"state at {where} has format_version {doc.get('format_version')}; this mlspec "
@@ -265,7 +260,7 @@ class StateStore:
         problem = journal_entry_problem(entry)
         if problem:
             return None, problem
-        if not _checksum_ok(entry):
+        if not checksum_ok(entry):
             return None, "it fails its checksum (torn, or edited)"
         return entry, ""
 

@@ -36,7 +36,7 @@ from typing import Callable, Mapping
 import pytest
 
 from mlspec.artifacts import ArtifactStore
-from mlspec.lock import process_alive  # noqa: F401  (re-exported for backend test suites)
+from mlspec.procs import process_alive  # noqa: F401  (re-exported for backend test suites)
 from mlspec.backends.api import Backend, Context, Requirement, Task, TaskResult, TaskStatus
 from mlspec.hashing import hash_bytes
 

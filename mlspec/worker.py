@@ -29,6 +29,8 @@ import signal
 import sys
 import time
 
+from mlspec.procs import process_alive
+
 TOKEN_VAR = "MLSPEC_WORKER_TOKEN"
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
@@ -49,29 +51,6 @@ def _prctl(option: int, arg) -> bool:
         return _libc.prctl(option, arg, 0, 0, 0) == 0
     except (OSError, AttributeError, TypeError):
         return False
-
-
-_HAVE_PROC = os.path.isdir("/proc/self")
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie (like mlspec.lock.process_alive, without its imports)."""
-    if _HAVE_PROC:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                data = fh.read()
-            return data[data.rfind(b")") + 2:][:1] not in (b"Z", b"X", b"")
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return True
-    try:  # no /proc (macOS, BSD): ask the kernel
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _proc_table() -> dict[int, tuple[int, str]]:

@@ -134,3 +134,20 @@ def project(tmp_path) -> Project:
     p.write("src/demo/steps.py", STEPS_PY)
     p.write("src/demo/helpers.py", "def score(m):\n    return m['total'] * m['C']\n")
     return p
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3-compatible server (moto) on loopback with a bucket "team"; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    import boto3
+
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket="team")
+    yield url
+    server.stop()

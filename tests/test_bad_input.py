@@ -115,22 +115,6 @@ def test_help_and_version_still_exit_0():
 
 
 # --- storage failures -----------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def s3():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    import boto3
-
-    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket="team")
-    yield url
-    server.stop()
-
-
 def _no_aws(tmp_path) -> dict:
     """An environment with no AWS credentials anywhere (env, shared files, instance metadata)."""
     empty = tmp_path / "aws-empty"

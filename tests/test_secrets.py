@@ -11,7 +11,6 @@ output for each secret. The steps receive the real values: they assert it themse
 from __future__ import annotations
 
 import json
-import os
 import string
 from pathlib import Path
 

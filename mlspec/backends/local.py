@@ -60,7 +60,7 @@ def _worker_env(env: dict) -> dict:
 
 def sweep_stale_tmp(tmp_root: str | None = None) -> list[str]:
     """Remove ``mlspec-local-PID-*`` dirs of this user whose owning process is gone (a killed mlspec)."""
-    from mlspec.worker import process_alive  # zombie-aware, and right where there is no /proc
+    from mlspec.procs import process_alive  # zombie-aware, and right where there is no /proc
 
     removed = []
     root = tmp_root or tempfile.gettempdir()

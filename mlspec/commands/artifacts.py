@@ -13,7 +13,8 @@ import json
 from mlspec.addresses import parse_address
 from mlspec.artifacts import runcache_entry_ok
 from mlspec.console import Console
-from mlspec.errors import EXIT_ERROR, MlspecError, did_you_mean
+from mlspec.commands.records import recorded
+from mlspec.errors import EXIT_ERROR, MlspecError
 from mlspec.project import Project
 
 
@@ -29,12 +30,7 @@ def get(project: Project, console: Console, address: str, dest: str) -> int:
         a = parse_address(address)
     except ValueError as exc:
         raise MlspecError(str(exc)) from None
-    st = project.read_state()
-    rec = st.resources.get(a.resource)
-    if rec is None:
-        raise MlspecError(f"no recorded {a.resource}{did_you_mean(a.resource, st.resources)}",
-                          hint="it has not been applied yet, or see `mlspec state list`")
-    outs = rec.get("outputs") or {}
+    outs = recorded(project, a.resource).get("outputs") or {}
     if not a.output or a.output not in outs:
         raise MlspecError(f"{address}: name an output: {', '.join(f'{a.resource}.{o}' for o in sorted(outs))}")
     out = outs[a.output]

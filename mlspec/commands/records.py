@@ -17,7 +17,7 @@ def _project(args) -> Project:
     return Project.open(args.project_dir, args.file, args.overrides)
 
 
-def _record(project: Project, address: str) -> dict:
+def recorded(project: Project, address: str) -> dict:
     st = project.read_state()
     if address not in st.resources:
         raise MlspecError(f"no recorded {address}{did_you_mean(address, st.resources)}",
@@ -39,7 +39,7 @@ def run_logs(args, console: Console) -> int:
             else:
                 console.print(f"{args.address} printed nothing in its last run ({rid}, {step['status']}).")
             return 0
-    rec = _record(project, args.address)
+    rec = recorded(project, args.address)
     if not rec.get("log"):
         console.print(f"{args.address} printed nothing in its last run.")
         return 0
@@ -110,7 +110,7 @@ def run_lineage(args, console: Console) -> int:
     except ValueError as exc:
         raise MlspecError(str(exc)) from None
     root = a.resource
-    _record(project, root)
+    recorded(project, root)
     tree = _lineage(st.resources, root, a.output, set())
     if args.format == "json":
         console.print(json.dumps(tree, indent=2, sort_keys=True))

@@ -82,6 +82,28 @@ def _short(h) -> str:
     return f"{algo}:{hexd[:8]}" if hexd else h[:12]
 
 
+_TEXTS = {  # every ReasonCode's message (tests/test_core_types.py checks that each has one)
+    ReasonCode.NEW: "new: no successful run recorded",
+    ReasonCode.REMOVED: "removed from the spec",
+    ReasonCode.FORCED: "forced by --replace",
+    ReasonCode.PARAM_CHANGED: "{p}: {before} -> {after}",
+    ReasonCode.PARAM_ADDED: "{p}: added ({after})",
+    ReasonCode.PARAM_REMOVED: "{p}: removed (was {before})",
+    ReasonCode.SECRET_CHANGED: "{p}: (sensitive value changed)",
+    ReasonCode.CODE_CHANGED: "code {p} changed",
+    ReasonCode.CODE_ADDED: "code {p} is now imported",
+    ReasonCode.CODE_REMOVED: "code {p} is no longer imported",
+    ReasonCode.INPUT_CHANGED: "input {p}: new content",
+    ReasonCode.INPUT_REWIRED: "input {p}: now {after} (was {before})",
+    ReasonCode.OUTPUT_MISSING: "output {p} missing or corrupt in the artifact store",
+    ReasonCode.UPSTREAM_RERUN: "upstream {p} will re-run",
+    ReasonCode.DATA_CHANGED: "new content ({before} -> {after})",
+    ReasonCode.DATA_NEW: "not recorded yet",
+    ReasonCode.DEFINITION_CHANGED: "{p}: {before} -> {after}",
+    ReasonCode.CHANGED: "{p}: {before} -> {after}",
+}
+
+
 @dataclass(frozen=True)
 class Reason:
     code: ReasonCode
@@ -94,40 +116,13 @@ class Reason:
             object.__setattr__(self, "code", ReasonCode(self.code))
 
     def text(self) -> str:
-        c, p = self.code, self.path
-        if c is ReasonCode.NEW:
-            return "new: no successful run recorded"
-        if c is ReasonCode.UPSTREAM_RERUN:
-            return f"upstream {p} will re-run"
-        if c in (ReasonCode.PARAM_CHANGED, ReasonCode.DEFINITION_CHANGED, ReasonCode.CHANGED):
-            return f"{p}: {_fmt(self.before)} -> {_fmt(self.after)}"
-        if c is ReasonCode.REMOVED:
-            return "removed from the spec"
-        if c is ReasonCode.FORCED:
-            return "forced by --replace"
-        if c is ReasonCode.SECRET_CHANGED:
-            return f"{p}: (sensitive value changed)"
-        if c is ReasonCode.CODE_CHANGED:
-            return f"code {p} changed"
-        if c is ReasonCode.CODE_ADDED:
-            return f"code {p} is now imported"
-        if c is ReasonCode.CODE_REMOVED:
-            return f"code {p} is no longer imported"
-        if c is ReasonCode.INPUT_CHANGED:
-            return f"input {p}: new content"
-        if c is ReasonCode.OUTPUT_MISSING:
-            return f"output {p} missing or corrupt in the artifact store"
-        if c is ReasonCode.DATA_NEW:
-            return "not recorded yet"
-        if c is ReasonCode.PARAM_ADDED:
-            return f"{p}: added ({_fmt(self.after)})"
-        if c is ReasonCode.PARAM_REMOVED:
-            return f"{p}: removed (was {_fmt(self.before)})"
-        if c is ReasonCode.INPUT_REWIRED:
-            return f"input {p}: now {_fmt(self.after)} (was {_fmt(self.before)})"
-        if c is ReasonCode.DATA_CHANGED:
-            return f"new content ({_short(self.before)} -> {_short(self.after)})"
-        raise AssertionError(f"no text for reason {c}")  # every code has one: tests/test_core_types.py
+        """The message as printed; "{p}", "{before}" and "{after}" in _TEXTS are the path and the values."""
+        template = _TEXTS[self.code]
+        if "{" not in template:
+            return template
+        if self.code is ReasonCode.DATA_CHANGED:
+            return template.format(before=_short(self.before), after=_short(self.after))
+        return template.format(p=self.path, before=_fmt(self.before), after=_fmt(self.after))
 
     def to_dict(self) -> dict:
         d = {"code": self.code, "message": self.text()}  # a str enum: JSON writes its value
