@@ -126,8 +126,11 @@ steps:
     project.write("src/demo/slow.py", (project.root / "src/demo/slow.py").read_text().replace(
         "def quick(i: int):", "def quick(i: int, prev=None):"))
     env = dict(os.environ, NO_COLOR="1")
+    # as from a terminal: a runner started in the background (`cmd &` in a script) passes SIGINT on ignored,
+    # and Python then keeps ignoring it; mlspec rightly does not undo that
     proc = subprocess.Popen([sys.executable, "-m", "mlspec", "-C", str(project.root), "apply", "--auto-approve"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         runs = list((project.root / ".mlspec/state/default.journal").glob("*.json")) if (
