@@ -1,4 +1,5 @@
-"""Resource addresses: ``kind.name``, ``step.train[C=0.1]``, ``step.prepare.train`` (an output)."""
+"""Resource addresses: ``kind.name``, ``step.train[C=0.1]``, ``step.prepare.train`` (an output),
+``step.train[*].model`` (the gather of every instance's output)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ class Address:
     name: str
     selector: tuple = ()  # (("C", "0.1"), ...) sorted; values as canonical strings
     output: str = ""
+    gather: bool = False  # ``[*]``: every instance of a matrix step
 
     @property
     def resource(self) -> str:
-        """The resource part without the output: ``step.train[C=0.1]``."""
+        """The resource part without the output: ``step.train[C=0.1]`` (``step.train[*]`` for a gather)."""
+        if self.gather:
+            return f"{self.kind}.{self.name}[*]"
         return f"{self.kind}.{self.name}{format_selector(self.selector)}"
 
     def __str__(self) -> str:
@@ -52,6 +56,8 @@ def parse_address(text: str) -> Address:
         raise ValueError(f"'{text}' is not an address (expected KIND.NAME[.OUTPUT] with KIND one of "
                          f"{', '.join(KINDS)}, e.g. dataset.customers or step.prepare.train)")
     sel = ()
+    if m.group("sel") is not None and m.group("sel").strip() == "*":
+        return Address(m.group("kind"), m.group("name"), (), m.group("output") or "", gather=True)
     if m.group("sel") is not None:
         pairs = []
         for part in m.group("sel").split(","):

@@ -2,7 +2,10 @@
 
 A step that consumes the outputs of a matrix step fans out with it: ``evaluate`` reading
 ``step.train.model`` gets one instance per ``train`` instance (``step.evaluate[C=0.1]``). An input that
-names an instance (``step.train[C=0.1].model``) consumes that one instance only.
+names an instance (``step.train[C=0.1].model``) consumes that one instance only. A gather
+(``step.train[*].model``, or any plain input of a step with ``fan_out: false``) consumes every instance at
+once and does not fan out: the consumer gets a mapping from matrix values to the input. A consumer that
+fans out over some of the gathered step's keys itself gathers only the instances that agree with it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,15 @@ from mlspec.spec import Spec, Step
 @dataclass(frozen=True)
 class InputRef:
     name: str  # the step's input name
-    kind: str  # "dataset" or "step"
-    resource: str  # dataset.X or step.Y[k=v]
+    kind: str  # "dataset", "step" or "gather"
+    resource: str  # dataset.X, step.Y[k=v], or step.Y[*] for a gather
     output: str = ""  # output name for step inputs
+    members: tuple = ()  # a gather's instances: (instance address, ((key, value), ...)) in matrix order
+
+    @property
+    def resources(self) -> tuple:
+        """The resources this input reads: its own, or every gathered instance."""
+        return tuple(m[0] for m in self.members) if self.kind == "gather" else (self.resource,)
 
 
 @dataclass(frozen=True)
@@ -125,8 +134,10 @@ def expand(spec: Spec) -> list[StepInstance]:
         parsed = []
         for in_name in sorted(step.inputs):
             a = _parse(step.inputs[in_name])
-            parsed.append((in_name, a))
-            if a.kind == "step" and not a.selector and coords_of[a.name] != [{}]:
+            fanned = a.kind == "step" and not a.selector and coords_of[a.name] != [{}]
+            gather = a.kind == "step" and (a.gather or (fanned and not step.fan_out))
+            parsed.append((in_name, a, gather))
+            if fanned and not gather:
                 combos = _join(combos, coords_of[a.name])
         if step.matrix:
             keys = sorted(step.matrix)
@@ -135,9 +146,14 @@ def expand(spec: Spec) -> list[StepInstance]:
         coords_of[name] = combos
         for c in combos:
             refs = []
-            for in_name, a in parsed:
+            for in_name, a, gather in parsed:
                 if a.kind == "dataset":
                     refs.append(InputRef(in_name, "dataset", a.resource))
+                elif gather:
+                    members = tuple(
+                        (instance_address(a.name, u), tuple((k, u[k]) for k in sorted(u) if k not in c))
+                        for u in coords_of[a.name] if all(u[k] == c[k] for k in u.keys() & c.keys()))
+                    refs.append(InputRef(in_name, "gather", f"step.{a.name}[*]", a.output, members))
                 elif a.selector:
                     refs.append(InputRef(in_name, "step", a.resource, a.output))
                 else:
@@ -150,5 +166,5 @@ def expand(spec: Spec) -> list[StepInstance]:
                 params.update({k: v for k, v in c.items() if k in step.matrix})
             address = instance_address(name, {k: c[k] for k in sorted(c)}) if c else f"step.{name}"
             instances.append(StepInstance(address, step, dict(c), params, tuple(refs),
-                                          tuple(sorted({r.resource for r in refs}))))
+                                          tuple(sorted({res for r in refs for res in r.resources}))))
     return instances

@@ -79,7 +79,28 @@ class _Checker:
     # --- references ---------------------------------------------------------------------------
     def outputs_of(self, step: str) -> list[str]:
         outs = _m(self.steps.get(step)).get("outputs")
+        if isinstance(outs, dict):
+            return [o for o in outs if isinstance(o, str)]
         return [o for o in outs if isinstance(o, str)] if isinstance(outs, list) else []
+
+    def matrix_of(self, step: str, _seen: frozenset = frozenset()) -> dict:
+        """Every matrix key an instance of ``step`` is addressed by -> its values: its own matrix and the
+        keys it inherits by fanning out with its inputs (not through gathers, not with ``fan_out: false``)."""
+        memo = self.__dict__.setdefault("_matrix_memo", {})
+        if step in memo:
+            return memo[step]
+        st = _m(self.steps.get(step))
+        keys: dict = {}
+        if st.get("fan_out", True) is not False:
+            for a in self.input_refs(step):
+                if a.kind == "step" and a.name in self.steps and not a.selector and not a.gather \
+                        and a.name not in _seen | {step}:
+                    keys.update(self.matrix_of(a.name, _seen | {step}))
+        for k, vals in _m(st.get("matrix")).items():
+            if isinstance(vals, list):
+                keys[str(k)] = vals
+        memo[step] = keys
+        return keys
 
     def metrics_of(self, step: str) -> list[str]:
         ms = _m(self.steps.get(step)).get("metrics")
@@ -105,16 +126,29 @@ class _Checker:
                      + (did_you_mean(a.name, known) or (f" (declared: {', '.join(known)})" if known else "")))
             return None
         if a.kind == "step":
+            matrix = self.matrix_of(a.name) if (a.selector or a.gather) else {}
+            if a.gather and not matrix:
+                self.err(path, "bad-selector", f"'{ref}': step '{a.name}' does not fan out (no matrix), so there is "
+                         f"nothing to gather; use step.{a.name}" + (f".{a.output}" if a.output else ""))
+                return None
             if a.selector:
-                matrix = _m(_m(self.steps[a.name]).get("matrix"))
+                problems = []
                 for k, v in a.selector:
                     vals = matrix.get(k)
                     if not isinstance(vals, list):
-                        self.err(path, "bad-selector", f"'{ref}': step '{a.name}' has no matrix key '{k}'"
-                                 + did_you_mean(k, list(map(str, matrix))))
+                        problems.append(f"step '{a.name}' has no matrix key '{k}'" + (
+                            did_you_mean(k, list(map(str, matrix))) or
+                            (f" (its keys: {', '.join(sorted(matrix))})" if matrix else " (it does not fan out)")))
                     elif v not in [format_value(x) for x in vals]:
-                        self.err(path, "bad-selector", f"'{ref}': {k}={v} is not one of the matrix values "
-                                 f"{', '.join(format_value(x) for x in vals)}")
+                        problems.append(f"{k}={v} is not one of the matrix values "
+                                        f"{', '.join(format_value(x) for x in vals)}")
+                missing = sorted(set(matrix) - {k for k, _ in a.selector})
+                if not problems and missing and a.output:  # data comes from one instance
+                    problems.append(f"name every matrix key of step '{a.name}' (missing: {', '.join(missing)}), or "
+                                    f"gather all instances with step.{a.name}[*]" + (f".{a.output}" if a.output else ""))
+                if problems:  # one line per reference, however many keys are wrong
+                    self.err(path, "bad-selector", f"'{ref}': " + "; ".join(problems))
+                    return None
             if need_output is True and not a.output:
                 self.err(path, "bad-reference", f"'{ref}' must name an output: step.{a.name}.OUTPUT")
                 return None
@@ -161,6 +195,7 @@ class _Checker:
     def run(self) -> list[Diagnostic]:
         self.check_keys(self.data)
         self.check_steps()
+        self.check_output_paths()
         self.check_cycles()
         self.check_models()
         self.check_deployments()
@@ -174,9 +209,12 @@ class _Checker:
             step = _m(step)
             base = ("steps", name)
             for in_name, ref in _m(step.get("inputs")).items():
-                r = self.check_ref(base + ("inputs", in_name), ref, ("dataset", "step"))
+                where = base + ("inputs", in_name)
+                if isinstance(ref, dict):
+                    ref, where = ref.get("from"), where + ("from",)
+                r = self.check_ref(where, ref, ("dataset", "step"))
                 if r and r[0] == "step" and not r[2]:
-                    self.err(base + ("inputs", in_name), "bad-reference",
+                    self.err(where, "bad-reference",
                              f"'{ref}' must name an output: step.{r[1]}.OUTPUT"
                              + (f" (outputs: {', '.join(self.outputs_of(r[1]))})" if self.outputs_of(r[1]) else ""))
             outs = step.get("outputs")
@@ -187,8 +225,9 @@ class _Checker:
                         self.err(base + ("outputs", i), "duplicate-output",
                                  f"output '{o}' is declared twice in step '{name}'")
                     seen.add(o) if isinstance(o, str) else None
+            if isinstance(outs, (list, dict)):
                 for i, mname in enumerate(self.metrics_of(name)):
-                    if mname in seen:
+                    if mname in self.outputs_of(name):
                         self.err(base + ("metrics", i), "duplicate-output",
                                  f"'{mname}' is both an output and a metric of step '{name}'")
             matrix = step.get("matrix")
@@ -234,6 +273,39 @@ class _Checker:
                                  f"${{{group}.{key}}} in cmd: step '{name}' has no {group[:-1]} '{key}'"
                                  + did_you_mean(key, list(map(str, table))))
 
+    def check_output_paths(self) -> None:
+        """Declared output paths: one owner each, not nested in another, not on a matrix step (its instances
+        would overwrite each other), not a declared dataset's file."""
+        owners: dict[str, tuple] = {}
+        for name, step in self.steps.items():
+            outs = _m(step).get("outputs")
+            if not isinstance(outs, dict):
+                continue
+            for out, decl in outs.items():
+                raw = decl if isinstance(decl, str) else _m(decl).get("path")
+                if not isinstance(raw, str) or not raw.strip("/"):
+                    continue
+                where = ("steps", name, "outputs", out) + (() if isinstance(decl, str) else ("path",))
+                path = raw.strip("/")
+                if self.matrix_of(name):
+                    self.err(where, "output-path", f"step '{name}' fans out ({', '.join(sorted(self.matrix_of(name)))}), "
+                             f"so its instances would all write {raw}; give the path to a step that gathers or selects "
+                             "one instance instead")
+                    continue
+                for other, owner in owners.items():
+                    if other == path or other.startswith(path + "/") or path.startswith(other + "/"):
+                        self.err(where, "output-path", f"output path {raw} overlaps {other}, the path of "
+                                 f"step.{owner[0]}.{owner[1]}; give each output its own path")
+                        break
+                else:
+                    owners[path] = (name, out)
+        for dname, ds in self.datasets.items():
+            uri = _m(ds).get("uri")
+            if isinstance(uri, str) and uri.strip("/") in owners:
+                owner = owners[uri.strip("/")]
+                self.err(("datasets", dname, "uri"), "output-path",
+                         f"{uri} is the path of step.{owner[0]}.{owner[1]}; read it as that step's output instead")
+
     def input_refs(self, name: str) -> list:
         """The parsed addresses of a step's inputs (unparsable ones are reported by check_ref)."""
         if not hasattr(self, "_input_refs"):
@@ -241,6 +313,8 @@ class _Checker:
             for n, step in self.steps.items():
                 refs = []
                 for ref in _m(_m(step).get("inputs")).values():
+                    if isinstance(ref, dict):
+                        ref = ref.get("from")
                     try:
                         if isinstance(ref, str):
                             refs.append(parse_address(ref))
@@ -275,7 +349,8 @@ class _Checker:
             step = _m(self.steps[name])
             inherited: set = set()
             for a in self.input_refs(name):
-                if a.kind == "step" and a.name in coords and not a.selector:
+                if a.kind == "step" and a.name in coords and not a.selector and not a.gather \
+                        and step.get("fan_out", True) is not False:
                     inherited |= coords[a.name]
             own = set(_m(step.get("matrix")))
             for k in sorted(own & inherited, key=str):

@@ -85,10 +85,61 @@ class Step:
     env: Mapping = field(default_factory=dict)
     cache: bool = True
     external_paths: tuple = ()  # absolute dirs outside the project that outputs may come from
+    output_opts: Mapping = field(default_factory=dict)  # output name -> OutputOpts (only outputs that declare any)
+    input_opts: Mapping = field(default_factory=dict)  # input name -> {"format", "load_args"} (only when declared)
+    fan_out: bool = True  # fan out with matrix upstreams; False gathers them
+
+    def output_path(self, name: str) -> str:
+        """The project path an output is materialised at ('' when it has none)."""
+        o = self.output_opts.get(name)
+        return o.path if o else ""
 
     @property
     def address(self) -> str:
         return f"step.{self.name}"
+
+
+@dataclass(frozen=True)
+class OutputOpts:
+    """How one output is kept, from ``outputs: {NAME: {path, type, format, save_args}}``."""
+
+    path: str = ""  # project-relative, no trailing slash; '' when the output lives only in the store
+    type: str = "file"  # "file" or "dir"
+    format: str = ""  # '' chooses from the returned value
+    save_args: Mapping = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "type": self.type, "format": self.format, "save_args": dict(self.save_args)}
+
+
+def output_opts(decl) -> tuple[tuple, dict]:
+    """(names, {name: OutputOpts}) from the list or mapping form of ``outputs:``."""
+    if not isinstance(decl, Mapping):
+        return tuple(decl or ()), {}
+    opts = {}
+    for name, o in decl.items():
+        if isinstance(o, str):
+            o = {"path": o}
+        if not o:
+            continue
+        path = str(o.get("path") or "")
+        kind = o.get("type") or ("dir" if path.endswith("/") else "file")
+        opts[name] = OutputOpts(path.rstrip("/"), kind, str(o.get("format") or ""), dict(o.get("save_args") or {}))
+    return tuple(decl), opts
+
+
+def input_opts(decl) -> tuple[dict, dict]:
+    """({name: address}, {name: {format, load_args}}) from ``inputs:`` (address strings or ``{from, ...}``)."""
+    addresses, opts = {}, {}
+    for name, v in (decl or {}).items():
+        if isinstance(v, Mapping):
+            addresses[name] = v["from"]
+            o = {k: v[k] for k in ("format", "load_args") if k in v}
+            if o:
+                opts[name] = o
+        else:
+            addresses[name] = v
+    return addresses, opts
 
 
 @dataclass(frozen=True)
@@ -210,9 +261,11 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
         if isinstance(retries, dict):
             backoff = float(retries.get("backoff", 1.0))
             retries = int(retries.get("count", 0))
+        outs, oopts = output_opts(s.get("outputs"))
+        ins, iopts = input_opts(s.get("inputs"))
         steps[name] = Step(
             name=name, run=s.get("run", ""), cmd=s.get("cmd", ""), description=s.get("description", ""),
-            inputs=dict(s.get("inputs") or {}), outputs=tuple(s.get("outputs") or ()),
+            inputs=ins, outputs=outs, output_opts=oopts, input_opts=iopts, fan_out=bool(s.get("fan_out", True)),
             deps=tuple(s.get("deps") or ()), params=params, secret_params=frozenset(secret_params),
             metrics=tuple(s.get("metrics") or ()),
             resources=Resources(float(res.get("cpus", 1)), float(res.get("gpus", 0)),
