@@ -6,6 +6,11 @@
                                   checksum of its own
     quarantine/<32 hex>.<time>    objects whose content no longer matched their name, moved aside
 
+A directory output is a *tree*: each file is an object of its own and the tree is one more object, its
+manifest (canonical JSON ``{"tree": 1, "files": [[relative path, hash, size], ...]}``), whose hash is the
+output's hash. An unchanged file is stored once however many trees hold it, so a one-file change to a
+directory stores one file object and one manifest.
+
 Every read verifies content against the name (the hash is the name, so this costs one xxh3 pass, ~10 GB/s):
 a byte-flipped or truncated object is never handed to a step, never restored, never copied out. It is
 reported with the step that produced it (when known) and moved to quarantine/, so the next plan sees the
@@ -260,6 +265,72 @@ class ArtifactStore:
                     pass
         return removed
 
+    # --- trees (directory outputs) ---------------------------------------------------------------
+    def put_tree(self, root: str | os.PathLike) -> tuple[str, int, int]:
+        """Store a directory file by file, then its manifest; returns (manifest hash, total bytes, files).
+        Symlinks are followed (the content is stored); empty directories are not kept."""
+        files, total = [], 0
+        root = Path(root)
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                full = Path(dirpath) / fn
+                digest, size = self.put_file(full)
+                files.append([full.relative_to(root).as_posix(), digest, size])
+                total += size
+        files.sort()
+        digest, _ = self.put_bytes(tree_manifest(files))
+        return digest, total, len(files)
+
+    def read_tree(self, digest: str, produced_by: str = "") -> list:
+        """The verified manifest of a tree: [[relative path, hash, size], ...]."""
+        data = self.read_bytes(digest, produced_by)
+        try:
+            doc = json.loads(data)
+            files = doc["files"]
+            if doc.get("tree") != 1 or not all(isinstance(f, list) and len(f) == 3 for f in files):
+                raise ValueError("not a tree manifest")
+        except (ValueError, KeyError, TypeError):
+            raise MlspecError(f"artifact {digest}{f' ({produced_by})' if produced_by else ''} is not a directory "
+                              "manifest", hint="`mlspec artifacts verify` checks the store") from None
+        for rel, _h, _s in files:
+            if rel.startswith("/") or ".." in rel.split("/"):
+                raise MlspecError(f"directory manifest {digest} names {rel!r}, outside its directory",
+                                  hint="the store was written by something other than mlspec; verify it")
+        return files
+
+    def tree_problem(self, digest: str, *, deep: bool) -> str:
+        """'' when a tree and every file it lists are intact (``deep``: content read; else sizes only)."""
+        problem = self.verify(digest) if deep else self.quick_check(digest, None)
+        if problem:
+            return problem
+        try:
+            files = self.read_tree(digest)
+        except (MlspecError, FileNotFoundError) as exc:
+            return str(exc)
+        for rel, h, size in files:
+            p = self.verify(h, size) if deep else self.quick_check(h, size)
+            if p:
+                return f"file {rel} ({h}) is {p}"
+        return ""
+
+    def output_problem(self, out: Mapping, *, deep: bool) -> str:
+        """'' when a recorded output ({"hash", "size", "format"}) is intact: a file, or a tree and its files
+        (``deep`` reads and hashes the content; otherwise sizes are checked with a stat)."""
+        if out.get("format") == "dir":
+            return self.tree_problem(out["hash"], deep=deep)
+        return self.verify(out["hash"], out.get("size")) if deep else self.quick_check(out["hash"], out.get("size"))
+
+    def get_tree(self, digest: str, dest: str | os.PathLike, produced_by: str = "") -> int:
+        """Write a tree out as a directory (files checked as they are copied); returns total bytes."""
+        total = 0
+        dest = Path(dest)
+        for rel, h, _size in self.read_tree(digest, produced_by):
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            total += self.get(h, target, produced_by=f"{produced_by}/{rel}" if produced_by else rel)
+        return total
+
     # --- run-cache ------------------------------------------------------------------------------
     def runcache_get(self, fingerprint: str) -> dict | None:
         """The entry for a fingerprint, or None. An entry is trusted only when its checksum holds, it names this
@@ -274,7 +345,7 @@ class ArtifactStore:
         if not runcache_entry_ok(entry, fingerprint):
             return None
         for o in entry["outputs"].values():
-            if self.quick_check(o["hash"], o.get("size")):
+            if self.output_problem(o, deep=False):
                 return None
         return entry
 
@@ -289,6 +360,11 @@ class ArtifactStore:
 
     def runcache_drop(self, fingerprint: str) -> None:
         self.loc.delete(f"runcache/{_hex(fingerprint)}.json")
+
+
+def tree_manifest(files: list) -> bytes:
+    """The canonical bytes of a tree manifest (sorted [path, hash, size] entries)."""
+    return canonical_json({"tree": 1, "files": sorted(files)})
 
 
 def runcache_entry_ok(entry, fingerprint: str) -> bool:

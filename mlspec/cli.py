@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_format_option(q, "artifacts verify")
     _overrides(q)
 
+    p = sub.add_parser("checkout", parents=[common],
+                       help="put the recorded content of outputs with a `path:` back in the project")
+    p.add_argument("targets", nargs="*", metavar="ADDR", help="steps or outputs (default: all)")
+    add_format_option(p, "checkout")
+    _overrides(p)
+
     p = sub.add_parser("backends", parents=[common], help="list installed backends and check the configured one")
     add_format_option(p, "backends")
     _overrides(p)
@@ -214,6 +220,7 @@ COMMANDS = {
     "metrics": "mlspec.commands.records:run_metrics",
     "artifacts": "mlspec.commands.artifacts:run",
     "backends": "mlspec.commands.backends",
+    "checkout": "mlspec.commands.checkout",
 }
 
 

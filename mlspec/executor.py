@@ -260,7 +260,7 @@ class Executor:
             self.outcomes[addr] = done.outcome
             self.emit(EventKind.CANCELLED, done.outcome)
             return True
-        event = {Status.RESTORED: EventKind.RESTORED, Status.READ: EventKind.READ,
+        event = {Status.RESTORED: EventKind.RESTORED, Status.READ: EventKind.READ, Status.CHECKED_OUT: EventKind.CHECKED_OUT,
                  Status.DESTROYED: EventKind.DESTROYED}.get(st, EventKind.FINISHED)
         self.settle(addr, done, event)
         return True

@@ -32,6 +32,7 @@ class Facts:
     secrets: dict = field(default_factory=dict)  # sensitive scalar (JSON text) -> keyed fingerprint; never persisted
     runcache: Mapping = field(default_factory=dict)  # fingerprint -> run-cache entry (outputs, metrics)
     bad_outputs: dict = field(default_factory=dict)  # object hash -> what is wrong (missing, wrong size)
+    drift: dict = field(default_factory=dict)  # step address -> [(output, project path, "modified"|"missing")]
 
     def to_dict(self) -> dict:
         return {"datasets": self.datasets, "code": self.code}

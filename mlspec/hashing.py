@@ -106,6 +106,13 @@ class HashCache:
         self.dirty = True
         return digest, size
 
+    def remember(self, path: str | os.PathLike, digest: str) -> None:
+        """Record the hash of a file mlspec just wrote (and verified), so it is not read again."""
+        p = os.path.abspath(path)
+        st = os.stat(p)
+        self.entries[p] = [f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}", digest]
+        self.dirty = True
+
     def directory(self, root: str | os.PathLike) -> tuple[str, int]:
         """A directory's hash: the hash of its sorted manifest of (relative path, file hash)."""
         root = Path(root)

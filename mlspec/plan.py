@@ -42,7 +42,7 @@ class Plan:
         return any(c.changed for c in self.changes)
 
     def summary(self) -> dict:
-        s = {"run": 0, "unknown": 0, "restore": 0, "read": 0, "destroy": 0, "unchanged": 0}
+        s = {"run": 0, "unknown": 0, "restore": 0, "checkout": 0, "read": 0, "destroy": 0, "unchanged": 0}
         for c in self.changes:
             if c.action is Action.NOOP:
                 s["unchanged"] += 1
@@ -52,6 +52,8 @@ class Plan:
                 s["read"] += 1
             elif c.verdict is Verdict.RESTORE:
                 s["restore"] += 1
+            elif c.verdict is Verdict.CHECKOUT:
+                s["checkout"] += 1
             elif c.verdict is Verdict.UNKNOWN:
                 s["run"] += 1
                 s["unknown"] += 1

@@ -145,3 +145,4 @@ class TaskPayload(_Record):
     artifacts: dict
     env: dict = field(default_factory=dict)
     external_paths: list = field(default_factory=list)
+    output_opts: dict = field(default_factory=dict)

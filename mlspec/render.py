@@ -29,7 +29,8 @@ def summary_line(plan: dict) -> str:
     if not plan["has_changes"]:
         return "No changes. The lifecycle matches the spec."
     run = f"{s['run']} to run" + (f" ({s['unknown']} known after apply)" if s["unknown"] else "")
-    return (f"Plan: {run}, {s['restore']} to restore from cache, {s['read']} to read, "
+    checkout = f", {s['checkout']} to check out" if s.get("checkout") else ""
+    return (f"Plan: {run}, {s['restore']} to restore from cache{checkout}, {s['read']} to read, "
             f"{s['destroy']} to destroy, {s['unchanged']} unchanged.")
 
 

@@ -52,7 +52,7 @@ def _guess_format(path: str) -> str:
 
 
 def _load(path: str, fmt: str, kind: str):
-    if kind == "path":
+    if kind == "path" or fmt == "dir":
         return path
     if fmt == "auto" or not fmt:
         fmt = _guess_format(path)
@@ -84,11 +84,13 @@ def _load(path: str, fmt: str, kind: str):
 
 
 def _save(value, dest_base: Path) -> tuple[str, str]:
-    """Write one returned value; returns (path, format)."""
-    if isinstance(value, os.PathLike) or (isinstance(value, str) and os.path.isfile(value)):
+    """Write one returned value; returns (path, format). A returned directory is a directory output."""
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and os.path.exists(value)):
         p = Path(value)
+        if p.is_dir():
+            return str(p), "dir"
         if not p.is_file():
-            raise StepFailed(f"returned path {p} is not a file")
+            raise StepFailed(f"returned path {p} is not a file or directory")
         return str(p), _guess_format(str(p))
     mod = type(value).__module__
     if type(value).__name__ == "DataFrame" and mod.startswith("pandas"):
@@ -116,29 +118,59 @@ def _save(value, dest_base: Path) -> tuple[str, str]:
     return str(path), "pickle"
 
 
-def _materialise_inputs(task: dict, store, workdir: Path) -> dict:
-    """input name -> (local path, format)."""
+def _stored_input(name: str, spec: dict, store, workdir: Path, dest: Path) -> tuple[str, str]:
+    """Place one stored object (a file, or a tree as a directory) at ``dest`` (+ extension); (path, format)."""
     from mlspec.artifacts import CorruptArtifact
+    from mlspec.errors import MlspecError
 
+    fmt = spec.get("format") or "auto"
+    cache = workdir / "cache"
+    try:  # content-checked: a corrupt object is quarantined, never handed to the step
+        if fmt == "dir":
+            dest.mkdir(parents=True, exist_ok=True)
+            for rel, h, _size in store.read_tree(spec["hash"], produced_by=spec.get("from", "")):
+                src = store.local_path(h, cache, produced_by=f"{spec.get('from', '')}/{rel}")
+                target = dest / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    os.symlink(src, target)
+            return str(dest), "dir"
+        src = store.local_path(spec["hash"], cache, produced_by=spec.get("from", ""))
+    except FileNotFoundError:
+        raise StepFailed(f"input '{name}': object {spec['hash']} ({spec.get('from', 'an upstream output')}) "
+                         "is missing from the artifact store; the next plan re-runs the step that makes it"
+                         ) from None
+    except (CorruptArtifact, MlspecError) as exc:
+        raise StepFailed(f"input '{name}': {exc}; the next plan re-runs "
+                         f"{spec.get('from', 'the producing step').rsplit('.', 1)[0]} to make it again") from None
+    link = dest.with_name(dest.name + _EXT.get(fmt, ""))
+    if not link.exists():
+        os.symlink(src, link)
+    return str(link), fmt
+
+
+class Gathered(list):
+    """A gathered input: [(key, path, format), ...] in matrix order; its directory is the input's path."""
+
+
+def _materialise_inputs(task: dict, store, workdir: Path) -> dict:
+    """input name -> (local path, format); a gather's format is a :class:`Gathered` list of its members."""
     out = {}
     indir = workdir / "inputs"
     indir.mkdir(parents=True, exist_ok=True)
     for name, spec in sorted(task["inputs"].items()):
         fmt = spec.get("format") or "auto"
-        if spec.get("hash") and not spec.get("path"):
-            try:  # content-checked: a corrupt object is quarantined, never handed to the step
-                src = store.local_path(spec["hash"], workdir / "cache", produced_by=spec.get("from", ""))
-            except FileNotFoundError:
-                raise StepFailed(f"input '{name}': object {spec['hash']} ({spec.get('from', 'an upstream output')}) "
-                                 "is missing from the artifact store; the next plan re-runs the step that makes it"
-                                 ) from None
-            except CorruptArtifact as exc:
-                raise StepFailed(f"input '{name}': {exc}; the next plan re-runs "
-                                 f"{spec.get('from', 'the producing step').rsplit('.', 1)[0]} to make it again") from None
-            link = indir / (name + _EXT.get(fmt, ""))
-            if not link.exists():
-                os.symlink(src, link)
-            out[name] = (str(link), fmt)
+        if "gather" in spec:  # one entry per instance, named by its matrix values: inputs/NAME/C=0.1.json
+            gdir = indir / name
+            gdir.mkdir(parents=True, exist_ok=True)
+            members = Gathered()
+            for m in spec["gather"]:
+                path, mfmt = _stored_input(name, m, store, workdir, gdir / (m["label"] or "_"))
+                key = tuple(m["key"]) if len(m["key"]) != 1 else m["key"][0]
+                members.append((key, path, mfmt))
+            out[name] = (str(gdir), members)
+        elif spec.get("hash") and not spec.get("path"):
+            out[name] = _stored_input(name, spec, store, workdir, indir / name)
         else:
             path = spec["path"]
             if "://" in path and not path.startswith("file://"):
@@ -164,7 +196,15 @@ def _call_function(task: dict, inputs: dict, outdir: Path) -> tuple[dict, dict]:
     kwargs = {}
     for name, (path, fmt) in inputs.items():
         p = sig.parameters.get(name)
-        kwargs[name] = _load(path, fmt, _annotation_kind(p.annotation if p else inspect.Parameter.empty))
+        ann = p.annotation if p else inspect.Parameter.empty
+        if isinstance(fmt, Gathered):  # a mapping from matrix values to each instance's input
+            import typing
+
+            args = typing.get_args(ann) if not isinstance(ann, str) else ()
+            member_kind = _annotation_kind(args[1] if len(args) == 2 else inspect.Parameter.empty)
+            kwargs[name] = {key: _load(mpath, mfmt, member_kind) for key, mpath, mfmt in fmt}
+        else:
+            kwargs[name] = _load(path, fmt, _annotation_kind(ann))
     for k, v in task["params"].items():
         kwargs[k] = v
     if not accepts_any:
@@ -204,7 +244,19 @@ def _call_function(task: dict, inputs: dict, outdir: Path) -> tuple[dict, dict]:
 
 def _run_cmd(task: dict, inputs: dict, outdir: Path, project_dir: str) -> tuple[dict, dict]:
     env = dict(os.environ)
-    out_paths = {name: str(outdir / name) for name in task["outputs"]}
+    opts = task.get("output_opts") or {}
+    out_paths = {}
+    for name in task["outputs"]:
+        o = opts.get(name) or {}
+        # a declared project path is written in place, as DVC users expect; first cleared, so that a stale
+        # file can never pass for the output
+        path = os.path.join(project_dir, o["path"]) if o.get("path") else str(outdir / name)
+        if o.get("path"):
+            _remove(path)
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        if o.get("type") == "dir":
+            os.makedirs(path, exist_ok=True)
+        out_paths[name] = path
     metrics_file = outdir / "_metrics.json"
     subst = {}
     for name, (path, _fmt) in inputs.items():
@@ -228,15 +280,27 @@ def _run_cmd(task: dict, inputs: dict, outdir: Path, project_dir: str) -> tuple[
         raise StepFailed(f"command exited with code {proc.returncode}: {task['cmd']}")
     outputs = {}
     for name, path in out_paths.items():
+        if os.path.isdir(path):
+            outputs[name] = (path, "dir")
+            continue
         if not os.path.isfile(path):
-            raise StepFailed(f"command did not write output '{name}' (expected a file at $MLSPEC_OUTPUT_"
-                             f"{name.upper()} / ${{outputs.{name}}})")
+            raise StepFailed(f"command did not write output '{name}' (expected a file or directory at "
+                             f"$MLSPEC_OUTPUT_{name.upper()} / ${{outputs.{name}}})")
         outputs[name] = (path, _guess_format(path))
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     missing = [m for m in task["metrics"] if m not in metrics]
     if missing:
         raise StepFailed(f"command did not report metrics {', '.join(missing)} (write JSON to $MLSPEC_METRICS_FILE)")
     return outputs, metrics
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        import shutil
+
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
 
 
 def _under(path: str, root: str) -> bool:
@@ -345,12 +409,26 @@ def execute(task: dict, workdir: str | None = None) -> dict:
         bad = {k: v for k, v in metrics.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
         if bad:
             raise StepFailed(f"metrics must be numbers: {', '.join(f'{k}={v!r}' for k, v in bad.items())}")
-        for name, (path, _fmt) in produced.items():
+        opts = task.get("output_opts") or {}
+        for name, (path, fmt) in produced.items():
+            want = (opts.get(name) or {}).get("type")
+            got = "dir" if fmt == "dir" else "file"
+            if want and want != got:
+                raise StepFailed(f"output '{name}' is declared `type: {want}` but the step produced a {got} ({path})")
             _check_location(task, name, path, tmp, inputs)
+            if fmt == "dir":  # every file of a directory output, symlinks followed, must be allowed too
+                for dirpath, _dirs, files in os.walk(path, followlinks=True):
+                    for fn in files:
+                        _check_location(task, f"{name}/{os.path.relpath(os.path.join(dirpath, fn), path)}",
+                                        os.path.join(dirpath, fn), tmp, inputs)
         outputs = {}
         for name, (path, fmt) in produced.items():
-            digest, size = store.put_file(path)
-            outputs[name] = {"hash": digest, "size": size, "format": fmt}
+            if fmt == "dir":
+                digest, size, nfiles = store.put_tree(path)
+                outputs[name] = {"hash": digest, "size": size, "format": "dir", "files": nfiles}
+            else:
+                digest, size = store.put_file(path)
+                outputs[name] = {"hash": digest, "size": size, "format": fmt}
         return {"status": "succeeded", "outputs": outputs, "metrics": {k: float(v) for k, v in metrics.items()},
                 "error": "", "duration": time.time() - started}
     except StepFailed as exc:

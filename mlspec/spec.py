@@ -28,6 +28,7 @@ class Storage:
     artifacts: str = ".mlspec/artifacts"
     workspace: str = "default"
     options: Mapping = field(default_factory=dict)
+    link: tuple = ("reflink", "copy")  # how outputs with a path are put in the project, tried in order
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,8 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
     digest = xxhash.xxh3_128_hexdigest(canonical if canonical is not None else _canonical(masked))
     st = data.get("storage") or {}
     storage = Storage(st.get("state", ".mlspec/state"), st.get("artifacts", ".mlspec/artifacts"),
-                      st.get("workspace", "default"), dict(st.get("options") or {}))
+                      st.get("workspace", "default"), dict(st.get("options") or {}),
+                      tuple(st.get("link") or ("reflink", "copy")))
     steps = {}
     for name, s in (data.get("steps") or {}).items():
         params, secret_params = {}, set()

@@ -91,7 +91,7 @@ def run(args, console: Console) -> int:
 
 
 def _apply_locked(args, console, project: Project, bundle, overrides, run_id) -> int:
-    from mlspec.core.apply import apply, prepare
+    from mlspec.core.apply import apply, keep_project_files, prepare
     from mlspec.views.apply import ConsoleApplyView, JsonApplyView
 
     as_json = getattr(args, "format", "text") == "json"
@@ -114,6 +114,7 @@ def _apply_locked(args, console, project: Project, bundle, overrides, run_id) ->
         else:
             emit(plan.to_dict(), "text", console, verbose=args.verbose)
         if not plan.has_changes:
+            keep_project_files(project)  # nothing to run, but .gitignore follows the declared paths
             if as_json:
                 view.plan_only(plan)
             return 0

@@ -35,7 +35,10 @@ def get(project: Project, console: Console, address: str, dest: str) -> int:
         raise MlspecError(f"{address}: name an output: {', '.join(f'{a.resource}.{o}' for o in sorted(outs))}")
     out = outs[a.output]
     try:
-        written = project.artifacts.get(out["hash"], dest, produced_by=f"{a.resource}.{a.output}")
+        if out.get("format") == "dir":
+            written = project.artifacts.get_tree(out["hash"], dest, produced_by=f"{a.resource}.{a.output}")
+        else:
+            written = project.artifacts.get(out["hash"], dest, produced_by=f"{a.resource}.{a.output}")
     except FileNotFoundError:
         raise MlspecError(f"{address}: its object {out['hash']} is missing from the artifact store "
                           f"{project.artifacts.url}",
@@ -52,7 +55,14 @@ def verify(project: Project, console: Console, *, repair: bool, fmt: str = "text
         if not isinstance(rec, dict):
             continue
         for name, out in sorted((rec.get("outputs") or {}).items()):
-            if isinstance(out, dict) and isinstance(out.get("hash"), str):
+            if isinstance(out, dict) and isinstance(out.get("hash"), str) and out.get("format") == "dir":
+                refs.setdefault(out["hash"], []).append((f"{addr}.{name} (directory manifest)", None))
+                try:  # each file of a directory output is an object of its own
+                    for rel, h, size in project.artifacts.read_tree(out["hash"]):
+                        refs.setdefault(h, []).append((f"{addr}.{name}/{rel}", size))
+                except (MlspecError, FileNotFoundError):
+                    pass  # the manifest itself is reported below
+            elif isinstance(out, dict) and isinstance(out.get("hash"), str):
                 refs.setdefault(out["hash"], []).append((f"{addr}.{name}", out.get("size")))
         if isinstance(rec.get("log"), str):
             refs.setdefault(rec["log"], []).append((f"{addr} (log)", None))
@@ -84,7 +94,7 @@ def verify(project: Project, console: Console, *, repair: bool, fmt: str = "text
             why = "fails its checksum or is malformed"
         else:
             for o in entry["outputs"].values():
-                p = store.quick_check(o["hash"], o.get("size"))
+                p = store.output_problem(o, deep=False)
                 if p or o["hash"] in {x["object"] for x in problems}:
                     why = f"points at object {o['hash']} that is {p or 'corrupt'}"
                     break

@@ -63,8 +63,9 @@ class ApplyResult:
 
     def summary(self) -> str:
         c = self.counts
-        return (f"{c.get('ran', 0)} ran, {c.get('restored', 0)} restored from cache, {c.get('failed', 0)} failed, "
-                f"{c.get('skipped', 0)} skipped, {c.get('up-to-date', 0)} up to date")
+        checked = f", {c['checked-out']} checked out" if c.get("checked-out") else ""
+        return (f"{c.get('ran', 0)} ran, {c.get('restored', 0)} restored from cache{checked}, {c.get('failed', 0)} "
+                f"failed, {c.get('skipped', 0)} skipped, {c.get('up-to-date', 0)} up to date")
 
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "status": self.status, "counts": dict(sorted(self.counts.items())),
@@ -130,6 +131,7 @@ def apply(project, prepared: Prepared, hooks: ApplyHooks, run_id: str, *, overri
         outcomes = ex.outcomes
     if ex.journaled or not state.exists:
         state = project.store.write(state)
+    keep_project_files(project)
     counts: dict = {}
     for oc in outcomes.values():
         counts[oc.status.value] = counts.get(oc.status.value, 0) + 1
@@ -141,6 +143,14 @@ def apply(project, prepared: Prepared, hooks: ApplyHooks, run_id: str, *, overri
     result = ApplyResult(run_id, status, dict(outcomes), counts, state.serial, time.time() - started)
     hooks.end(result)
     return result
+
+
+def keep_project_files(project) -> None:
+    """After an apply: the hash cache learns the outputs put in the project, and .gitignore lists their paths."""
+    from mlspec.materialise import declared_paths, sync_gitignore
+
+    project.cache.save()
+    sync_gitignore(project.spec.project_dir, [p for _s, _o, p in declared_paths(project.spec)])
 
 
 def close_crashed_runs(project, runs: RunStore, run_id: str = "") -> None:

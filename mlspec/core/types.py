@@ -40,6 +40,7 @@ class Verdict(str, enum.Enum):
     RESTORE = "restore"  # this fingerprint ran before: outputs come from the run-cache
     UP_TO_DATE = "up-to-date"
     UNKNOWN = "known after apply"  # an upstream resource changes first
+    CHECKOUT = "checkout"  # up to date, but the project's copy of an output differs: put it back from the store
     NONE = ""
 
 
@@ -62,6 +63,8 @@ class ReasonCode(str, enum.Enum):
     DATA_NEW = "data_new"
     DEFINITION_CHANGED = "definition_changed"
     CHANGED = "changed"  # a generic attribute change, for kinds that need no finer code
+    OUTPUT_MODIFIED = "output_modified"  # a materialised output was edited in the project
+    OUTPUT_NOT_IN_PROJECT = "output_not_in_project"  # a materialised output is missing from the project
 
 
 # reasons whose JSON carries the value before / after the change
@@ -101,6 +104,8 @@ _TEXTS = {  # every ReasonCode's message (tests/test_core_types.py checks that e
     ReasonCode.DATA_NEW: "not recorded yet",
     ReasonCode.DEFINITION_CHANGED: "{p}: {before} -> {after}",
     ReasonCode.CHANGED: "{p}: {before} -> {after}",
+    ReasonCode.OUTPUT_MODIFIED: "output {p} modified outside mlspec",
+    ReasonCode.OUTPUT_NOT_IN_PROJECT: "output {p} missing from the project",
 }
 
 
@@ -140,6 +145,7 @@ class Status(str, enum.Enum):
 
     RAN = "ran"
     RESTORED = "restored"
+    CHECKED_OUT = "checked-out"
     UP_TO_DATE = "up-to-date"
     READ = "read"
     DESTROYED = "destroyed"
@@ -156,6 +162,7 @@ class EventKind(str, enum.Enum):
     STARTED = "started"
     FINISHED = "finished"  # ran to success
     RESTORED = "restored"
+    CHECKED_OUT = "checked_out"
     UP_TO_DATE = "up_to_date"
     READ = "read"
     DESTROYED = "destroyed"

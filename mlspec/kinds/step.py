@@ -15,7 +15,10 @@ from typing import Mapping
 from mlspec.backends.api import TASK_FORMAT_VERSION, Task, TaskResult, TaskStatus
 from mlspec.core.kind import Change, Done, Node, Outcome, ResourceKind, Submit, register
 from mlspec.core.types import Action, Reason, ReasonCode, Status, Verdict
+from mlspec.errors import MlspecError
+from mlspec.addresses import format_value
 from mlspec.fingerprint import fingerprint_of, step_facts
+from mlspec.hashing import hash_json
 from mlspec.records import RunCacheEntry, StepRecord, TaskPayload
 from mlspec.sensitive import REDACTOR
 from mlspec.spec import Secret
@@ -120,16 +123,27 @@ class StepKind(ResourceKind):
         from mlspec.fingerprint import gather_steps
 
         gather_steps(spec, facts, ctx.cache, state.fingerprint_key)
-        # every recorded output of the planned steps: in the store with its size? (a stat each, no reads)
+        # every recorded output of the planned steps: in the store with its size? (a stat each, no reads; a
+        # directory output's manifest is read and each of its files stat-ed)
         for node in nodes:
             rec = state.resources.get(node.address)
             if not rec or rec.get("kind") != self.name:
                 continue
             for out in (rec.get("outputs") or {}).values():
                 if isinstance(out, dict) and isinstance(out.get("hash"), str) and out["hash"] not in facts.bad_outputs:
-                    problem = ctx.artifacts.quick_check(out["hash"], out.get("size"))
+                    problem = ctx.artifacts.output_problem(out, deep=False)
                     if problem:
                         facts.bad_outputs[out["hash"]] = problem
+            step = node.item.step
+            if step.output_opts and rec.get("status") == "succeeded":  # the project's copies of its outputs
+                from mlspec.materialise import drift
+
+                for name, o in sorted(step.output_opts.items()):
+                    out = (rec.get("outputs") or {}).get(name)
+                    if o.path and isinstance(out, dict) and out.get("hash") not in facts.bad_outputs:
+                        problem, shown = drift(spec.project_dir, o.path, out, ctx.artifacts, ctx.cache)
+                        if problem:
+                            facts.drift.setdefault(node.address, []).append((name, shown, problem))
 
     def decide(self, node: Node, record: Mapping | None, facts, known: Mapping, forced: bool) -> Change:
         inst = node.item
@@ -138,6 +152,18 @@ class StepKind(ResourceKind):
             if ref.kind == "dataset":
                 input_hashes[ref.name] = facts.datasets[ref.resource]["hash"]
                 sources[ref.name] = ref.resource
+            elif ref.kind == "gather":  # one hash for the whole mapping: any instance's change re-runs
+                members, missing = {}, False
+                for addr, _key in ref.members:
+                    outs = known.get(addr)
+                    if outs is None or ref.output not in outs:
+                        unknown.append(addr)
+                        missing = True
+                    else:
+                        members[addr] = outs[ref.output]
+                if not missing:
+                    input_hashes[ref.name] = hash_json(members)
+                    sources[ref.name] = f"{ref.resource}.{ref.output}"
             else:
                 outs = known.get(ref.resource)
                 if outs is None or ref.output not in outs:
@@ -165,8 +191,13 @@ class StepKind(ResourceKind):
                           None)
         broken = _broken_outputs(ok_record, facts)
         if ok_record and ok_record.get("fingerprint") == fp and not broken:
-            return change(Action.NOOP, Verdict.UP_TO_DATE, [], fp,
-                          {k: v["hash"] for k, v in (ok_record.get("outputs") or {}).items()})
+            outputs = {k: v["hash"] for k, v in (ok_record.get("outputs") or {}).items()}
+            drifted = facts.drift.get(node.address)
+            if drifted:  # the result stands; the project's copy is put back from the store
+                return change(Action.UPDATE, Verdict.CHECKOUT, [
+                    Reason(ReasonCode.OUTPUT_MODIFIED if why == "modified" else ReasonCode.OUTPUT_NOT_IN_PROJECT, path)
+                    for _name, path, why in drifted], fp, outputs)
+            return change(Action.NOOP, Verdict.UP_TO_DATE, [], fp, outputs)
         if broken:
             reasons = [Reason(ReasonCode.OUTPUT_MISSING, o) for o in broken]
         else:
@@ -192,6 +223,18 @@ class StepKind(ResourceKind):
                           round(duration, 4), verdict, round(time.time(), 3)).to_dict()
 
     def start(self, node: Node, change: Change, run) -> Done | Submit:
+        if change.verdict is Verdict.CHECKOUT:
+            rec = run.state.resources.get(node.address) or {}
+            now = time.time()
+            oc = Outcome(node.address, Status.CHECKED_OUT, change.verdict.value, started=now, finished=now,
+                         fingerprint=change.fingerprint, outputs=rec.get("outputs") or {},
+                         reason=", ".join(r.text() for r in change.reasons) + ": put back from the store")
+            try:
+                self.materialise(node, rec.get("outputs") or {}, run, strict=True)
+            except MlspecError as exc:
+                oc.status, oc.error = Status.FAILED, str(exc)
+                return Done(oc)
+            return Done(oc, None, outputs=change.outputs)
         if change.verdict is Verdict.RESTORE:
             done = self._restore(node, change, run)
             if done is not None:
@@ -221,7 +264,7 @@ class StepKind(ResourceKind):
         if not hit:
             return None
         for name, o in sorted(hit["outputs"].items()):
-            problem = artifacts.verify(o["hash"], o.get("size"))
+            problem = artifacts.output_problem(o, deep=True)
             if problem:
                 artifacts.quarantine(o["hash"])
                 artifacts.runcache_drop(change.fingerprint)
@@ -230,6 +273,7 @@ class StepKind(ResourceKind):
                 return None
         rec = self.record(change, hit["outputs"], hit.get("metrics", {}), hit.get("log"), 0.0, "restored",
                           run.run_id)
+        self.materialise(node, hit["outputs"], run)
         now = time.time()
         oc = Outcome(node.address, Status.RESTORED, change.verdict.value, started=now, finished=now,
                      fingerprint=change.fingerprint, inputs=change.detail.facts["inputs"], outputs=hit["outputs"],
@@ -248,6 +292,14 @@ class StepKind(ResourceKind):
                 if "://" not in uri and not uri.startswith("/"):
                     uri = str(spec.project_dir / uri)
                 inputs[ref.name] = {"path": uri, "format": ds.format, "options": dict(ds.options)}
+            elif ref.kind == "gather":
+                members = []
+                for addr, key in ref.members:
+                    out = run.state.resources[addr]["outputs"][ref.output]
+                    members.append({"key": [v for _k, v in key], "label": ",".join(f"{k}={format_value(v)}" for k, v in key),
+                                    "hash": out["hash"], "format": out.get("format", "auto"),
+                                    "from": f"{addr}.{ref.output}"})
+                inputs[ref.name] = {"gather": members, "from": f"{ref.resource}.{ref.output}"}
             else:
                 out = run.state.resources[ref.resource]["outputs"][ref.output]
                 inputs[ref.name] = {"hash": out["hash"], "format": out.get("format", "auto"),
@@ -257,7 +309,30 @@ class StepKind(ResourceKind):
                            params, inputs, list(inst.step.outputs), list(inst.step.metrics), str(spec.project_dir),
                            list(run.code_paths),
                            {"url": run.project.artifacts.url, "options": dict(spec.storage.options)},
-                           dict(inst.step.env), list(inst.step.external_paths)).to_dict()
+                           dict(inst.step.env), list(inst.step.external_paths),
+                           {k: {"path": o.path, "type": o.type} for k, o in inst.step.output_opts.items()}).to_dict()
+
+    def materialise(self, node: Node, outputs: Mapping, run, strict: bool = False) -> None:
+        """Put each output that declares a project path there (nothing to do for the others). A failure is a
+        warning (the result is recorded and the next plan shows the copy as missing), or an error (strict)."""
+        step = node.item.step
+        if not step.output_opts:
+            return
+        from mlspec.materialise import materialise
+
+        project = run.project
+        for name, o in sorted(step.output_opts.items()):
+            out = outputs.get(name)
+            if not o.path or not isinstance(out, dict):
+                continue
+            try:
+                materialise(run.spec.project_dir, o.path, out, project.artifacts, project.cache, run.spec.storage.link,
+                            produced_by=f"{node.address}.{name}")
+            except (OSError, MlspecError) as exc:
+                if strict:
+                    raise MlspecError(f"{node.address}: could not put output {name} at {o.path}: {exc}",
+                                      hint="free the path (permissions, disk space), then apply again") from None
+                run.warn(node.address, f"could not put output {name} at {o.path}: {exc}")
 
     def finish(self, node: Node, change: Change, result, outcome: Outcome, run) -> Done:
         res: TaskResult = result
@@ -280,6 +355,7 @@ class StepKind(ResourceKind):
                     change.fingerprint, node.address, res.outputs, res.metrics, log_hash, run.run_id,
                     rec["finished"]).to_dict())
             outcome.status, outcome.outputs, outcome.metrics = Status.RAN, res.outputs, res.metrics
+            self.materialise(node, res.outputs, run)
             return Done(outcome, rec, outputs={k: v["hash"] for k, v in res.outputs.items()})
         outcome.error = res.error or res.status.value
         if res.status is TaskStatus.CANCELLED:
@@ -299,6 +375,8 @@ class StepKind(ResourceKind):
     def verdict_text(self, change: Mapping) -> str:
         if change["actions"][0] == "delete":
             return "destroy (artifacts stay in the store)"
+        if change.get("verdict") == Verdict.CHECKOUT.value:
+            return "check out from the store"
         return super().verdict_text(change)
 
 

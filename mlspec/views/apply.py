@@ -47,6 +47,9 @@ class ConsoleApplyView(ApplyHooks):
         elif kind is EventKind.RESTORED:
             self.done += 1
             line = f"  {st('restored', 'green')}  {oc.address}  from the run-cache"
+        elif kind is EventKind.CHECKED_OUT:
+            self.done += 1
+            line = f"  {st('checkout', 'green')}  {oc.address}  {oc.reason}"
         elif kind in (EventKind.UP_TO_DATE, EventKind.READ):
             self.done += 1
             return  # unchanged resources and data reads are counted in the summary, not listed

@@ -26,6 +26,7 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "metrics diff": ("text", "json", "markdown"),
     "artifacts verify": ("text", "json"),
     "backends": ("text", "json", "markdown"),
+    "checkout": ("text", "json"),
 }
 
 
