@@ -71,4 +71,15 @@ def evaluate(model, test: pd.DataFrame) -> dict:
 
     X, y = test.drop(columns=["churned"]), test["churned"]
     proba = model.predict_proba(X)[:, 1]
-    return {"accuracy": float(accuracy_score(y, proba >= 0.5)), "roc_auc": float(roc_auc_score(y, proba))}
+    scores = {"accuracy": float(accuracy_score(y, proba >= 0.5)), "roc_auc": float(roc_auc_score(y, proba))}
+    return {"report": scores, **scores}
+
+
+def select(reports: dict, models: dict, metric: str) -> dict:
+    """Pick the candidate with the best ``metric``. ``reports`` and ``models`` map each value of C to that
+    candidate's report and model (a gather over the matrix); the winner's scores are this step's metrics,
+    which the model registry gates on."""
+    best = max(reports, key=lambda c: reports[c][metric])
+    candidates = {"by": metric, "best": {"C": best, **reports[best]},
+                  "all": [{"C": c, **r} for c, r in sorted(reports.items())]}
+    return {"model": models[best], "candidates": candidates, **reports[best]}
