@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_format_option(q, "metrics show")
     _overrides(q)
     q = ms.add_parser("diff", parents=[common])
-    q.add_argument("--base", default=None, help="a run id, or `workspace:NAME` (default: the previous run)")
+    q.add_argument("--base", default=None, metavar="BASE",
+                   help="the state to compare with: a serial (N), workspace:NAME, run:ID or a git revision "
+                        "(default: the previous state serial)")
     add_format_option(q, "metrics diff")
     _overrides(q)
 
