@@ -88,3 +88,95 @@ def test_no_earlier_state_is_one_line(project):
     assert project.apply().returncode == 0
     r = project.run("metrics", "diff")
     assert r.returncode == 1 and "no state serial before 1" in r.stderr and "Traceback" not in r.stderr
+
+
+NESTED_SPEC = """
+project: demo
+datasets:
+  nums: {uri: data/nums.csv}
+steps:
+  fit:
+    run: demo.live:fit
+    inputs: {raw: dataset.nums}
+    outputs: [model]
+    metrics: [avg_prec, epochs, a_rather_long_metric_name_for_the_column]
+  shell:
+    cmd: 'echo "{\\"avg_prec\\": {\\"train\\": 0.5, \\"test\\": 0.25}, \\"step\\": 7}" > $MLSPEC_METRICS_FILE'
+    metrics: [avg_prec.test, step]
+models:
+  clf:
+    from: step.fit.model
+    metrics: step.fit
+    gates: {avg_prec.test: ">= 0.5"}
+    select: {metric: avg_prec.train}
+"""
+
+LIVE = '''
+import os
+
+
+def fit(raw):
+    bad = os.environ.get("BAD_METRIC")
+    test = True if bad == "bool" else ("high" if bad == "text" else 0.8)
+    return {"model": {"w": 1}, "avg_prec": {"train": 0.9, "test": test}, "epochs": 3,
+            "a_rather_long_metric_name_for_the_column": 123456789.5}
+'''
+
+
+@pytest.fixture
+def nested(project):
+    project.write("mlspec.yaml", NESTED_SPEC)
+    project.write("src/demo/live.py", LIVE)
+    return project
+
+
+def test_nested_metrics_are_recorded_with_dotted_names(nested):
+    r = nested.run("validate")
+    assert r.returncode == 0, r.stderr  # gates and select name dotted metrics
+    r = nested.apply()
+    assert r.returncode == 0, r.stderr
+    res = nested.state()["resources"]
+    assert res["step.fit"]["metrics"] == {"avg_prec.train": 0.9, "avg_prec.test": 0.8, "epochs": 3,
+                                          "a_rather_long_metric_name_for_the_column": 123456789.5}
+    assert isinstance(res["step.fit"]["metrics"]["epochs"], int)  # a count stays a count
+    assert res["step.shell"]["metrics"] == {"avg_prec.train": 0.5, "avg_prec.test": 0.25, "step": 7}
+    r = nested.run("metrics", "show")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["RESOURCE", "METRIC", "VALUE"]
+    assert len({len(ln) for ln in lines}) == 1, r.stdout  # values right-aligned in one column
+    cells = {tuple(ln.split()[:2]): ln.split()[2] for ln in lines[1:]}
+    assert cells[("step.fit", "epochs")] == "3" and cells[("step.shell", "step")] == "7"
+    assert cells[("step.fit", "avg_prec.test")] == "0.8000"
+    assert cells[("step.fit", "a_rather_long_metric_name_for_the_column")] == "123456789.5000"
+    # the diff: the counts change by integers
+    nested.write("src/demo/live.py", LIVE.replace('"epochs": 3', '"epochs": 5'))
+    assert nested.apply().returncode == 0
+    r = nested.run("metrics", "diff")
+    lines = r.stdout.splitlines()
+    assert lines[1].split() == ["RESOURCE", "METRIC", "BASE", "CURRENT", "CHANGE"]
+    assert len({len(ln) for ln in lines[1:]}) == 1, r.stdout
+    epochs = next(ln for ln in lines if " epochs " in ln)
+    assert epochs.split()[2:] == ["3", "5", "+2"], r.stdout
+    md = nested.run("metrics", "diff", "--format", "markdown").stdout
+    assert "| `step.fit` | epochs | 3 | 5 | +2 |" in md, md
+
+
+@pytest.mark.parametrize("bad,shown", [("bool", "avg_prec.test=True"), ("text", "avg_prec.test='high'")])
+def test_a_nested_metric_that_is_not_a_number_fails_the_step_in_one_line(nested, bad, shown):
+    r = nested.apply(env={"BAD_METRIC": bad})
+    assert r.returncode == 1
+    assert f"metrics must be numbers: {shown}" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_an_undeclared_dotted_gate_is_still_refused(nested):
+    # under a declared `avg_prec` any dotted name may come at run time; a name under no declared one may not
+    nested.write("mlspec.yaml", NESTED_SPEC.replace("avg_prec.test: ", "avg_prc.test: ")
+                 .replace("metrics: [avg_prec, epochs", "metrics: [model.loss, avg_prec, epochs"))
+    r = nested.run("validate")
+    assert r.returncode == 1
+    assert "models.clf.gates.avg_prc.test: gate on 'avg_prc.test', which the metrics step does not produce" \
+        in r.stderr, r.stderr
+    assert "'model.loss' is both an output and a metric of step 'fit'" in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 3, r.stderr  # two errors and the summary
