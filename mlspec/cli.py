@@ -152,9 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_format_option(q, "metrics show")
     _overrides(q)
     q = ms.add_parser("diff", parents=[common])
-    q.add_argument("--base", default=None, help="a run id, or `workspace:NAME` (default: the previous run)")
+    q.add_argument("--base", default=None, metavar="BASE",
+                   help="the state to compare with: a serial (N), workspace:NAME, run:ID or a git revision "
+                        "(default: the previous state serial)")
     add_format_option(q, "metrics diff")
     _overrides(q)
+
+    p = sub.add_parser("plots", parents=[common], help="draw the outputs steps declare under `plots:` (HTML page)")
+    ps = p.add_subparsers(dest="plots_command", metavar="SUBCOMMAND")
+    for name, help_ in (("show", "plot the recorded outputs"), ("diff", "overlay a base's outputs on the current ones")):
+        q = ps.add_parser(name, parents=[common], help=help_)
+        q.add_argument("address", nargs="*", metavar="ADDR",
+                       help="only these plots: step.NAME, step.NAME[k=v] or step.NAME.OUTPUT (default: all)")
+        if name == "diff":
+            q.add_argument("--base", default=None, metavar="BASE",
+                           help="the state to compare with, as for `metrics diff` (default: the previous serial)")
+        q.add_argument("-o", "--out", default=None, metavar="FILE",
+                       help="write the HTML page to FILE (text format: default plots.html)")
+        add_format_option(q, f"plots {name}")
+        _overrides(q)
 
     p = sub.add_parser("artifacts", parents=[common], help="fetch and verify artifacts")
     as_ = p.add_subparsers(dest="artifacts_command", metavar="SUBCOMMAND")
@@ -197,7 +213,7 @@ def _plan_opts(p: argparse.ArgumentParser, *, formats: bool = True) -> None:
 
 def _subparser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
     """The parser of the (sub)command the arguments chose: its name is the one to ask for --help."""
-    for attr in ("command", "state_command", "runs_command", "metrics_command", "artifacts_command"):
+    for attr in ("command", "state_command", "runs_command", "metrics_command", "plots_command", "artifacts_command"):
         name = getattr(args, attr, None)
         subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         if not name or not subs or name not in subs[0].choices:
@@ -218,6 +234,7 @@ COMMANDS = {
     "runs": "mlspec.commands.records:run_runs",
     "lineage": "mlspec.commands.records:run_lineage",
     "metrics": "mlspec.commands.records:run_metrics",
+    "plots": "mlspec.commands.plots:run",
     "artifacts": "mlspec.commands.artifacts:run",
     "backends": "mlspec.commands.backends",
     "checkout": "mlspec.commands.checkout",
@@ -269,6 +286,7 @@ def _main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     for cmd, attr, choices in (("state", "state_command", "list, show, rm, pull, push, restore, unlock, history"),
                                ("runs", "runs_command", "list, show"), ("metrics", "metrics_command", "show, diff"),
+                               ("plots", "plots_command", "show, diff"),
                                ("artifacts", "artifacts_command", "get, verify")):
         if args.command == cmd and not getattr(args, attr, None):
             print(f"Error: `mlspec {cmd}` needs a subcommand: {choices} (see mlspec {cmd} --help)", file=sys.stderr)

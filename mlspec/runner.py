@@ -118,6 +118,25 @@ def _save(value, dest_base: Path) -> tuple[str, str]:
     return str(path), "pickle"
 
 
+def flatten_metrics(values: dict, prefix: str = "") -> dict:
+    """Nested metrics as dotted names, the way dvclive writes them: ``{"avg_prec": {"train": 0.9}}`` ->
+    ``{"avg_prec.train": 0.9}``. Leaves are kept as they are (the caller checks they are numbers)."""
+    out: dict = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        flat = flatten_metrics(value, name + ".") if isinstance(value, dict) else {name: value}
+        for k, v in flat.items():
+            if k in out:
+                raise StepFailed(f"metric '{k}' is reported twice (once nested, once with a dotted name)")
+            out[k] = v
+    return out
+
+
+def missing_metrics(declared, flat: dict) -> list[str]:
+    """The declared names that are neither a reported metric nor the prefix of dotted ones."""
+    return [m for m in declared if m not in flat and not any(k.startswith(m + ".") for k in flat)]
+
+
 def _stored_input(name: str, spec: dict, store, workdir: Path, dest: Path) -> tuple[str, str]:
     """Place one stored object (a file, or a tree as a directory) at ``dest`` (+ extension); (path, format)."""
     from mlspec.artifacts import CorruptArtifact
@@ -222,11 +241,17 @@ def _call_function(task: dict, inputs: dict, outdir: Path) -> tuple[dict, dict]:
             result = {task["outputs"][0]: result}
         else:
             raise StepFailed(f"{task['run']}() must return a dict of named outputs, got {type(result).__name__}")
-    metrics = dict(result.pop("metrics", None) or {})
+    metrics = result.pop("metrics", None) or {}
+    if not isinstance(metrics, dict):
+        raise StepFailed(f"{task['run']}() returned `metrics` as {type(metrics).__name__}; return a dict of "
+                         "metric name -> number (nested dicts allowed)")
+    metrics = dict(metrics)
     for m in task["metrics"]:
-        if m in result:
-            metrics[m] = result.pop(m)
-    missing = [m for m in task["metrics"] if m not in metrics]
+        for key in (m, m.split(".", 1)[0]):  # `avg_prec.test` may come nested: {"avg_prec": {"test": ...}}
+            if key in result and key not in task["outputs"]:
+                metrics[key] = result.pop(key)
+    metrics = flatten_metrics(metrics)
+    missing = missing_metrics(task["metrics"], metrics)
     if missing:
         raise StepFailed(f"{task['run']}() did not return metric{'s' if len(missing) > 1 else ''} "
                          f"{', '.join(missing)} (declared under `metrics:`)")
@@ -287,8 +312,15 @@ def _run_cmd(task: dict, inputs: dict, outdir: Path, project_dir: str) -> tuple[
             raise StepFailed(f"command did not write output '{name}' (expected a file or directory at "
                              f"$MLSPEC_OUTPUT_{name.upper()} / ${{outputs.{name}}})")
         outputs[name] = (path, _guess_format(path))
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    missing = [m for m in task["metrics"] if m not in metrics]
+    try:
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    except ValueError as exc:
+        raise StepFailed(f"$MLSPEC_METRICS_FILE is not JSON ({exc}); write one JSON object") from None
+    if not isinstance(metrics, dict):
+        raise StepFailed(f"$MLSPEC_METRICS_FILE holds {type(metrics).__name__}; write one JSON object of metric "
+                         "name -> number (nested objects allowed)")
+    metrics = flatten_metrics(metrics)
+    missing = missing_metrics(task["metrics"], metrics)
     if missing:
         raise StepFailed(f"command did not report metrics {', '.join(missing)} (write JSON to $MLSPEC_METRICS_FILE)")
     return outputs, metrics
@@ -408,7 +440,8 @@ def execute(task: dict, workdir: str | None = None) -> dict:
             produced, metrics = _run_cmd(task, inputs, outdir, project_dir)
         bad = {k: v for k, v in metrics.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
         if bad:
-            raise StepFailed(f"metrics must be numbers: {', '.join(f'{k}={v!r}' for k, v in bad.items())}")
+            shown = ", ".join(f"{k}={v!r}"[:80] for k, v in list(bad.items())[:5])
+            raise StepFailed(f"metrics must be numbers: {shown}{', ...' if len(bad) > 5 else ''}")
         opts = task.get("output_opts") or {}
         for name, (path, fmt) in produced.items():
             want = (opts.get(name) or {}).get("type")
@@ -429,7 +462,8 @@ def execute(task: dict, workdir: str | None = None) -> dict:
             else:
                 digest, size = store.put_file(path)
                 outputs[name] = {"hash": digest, "size": size, "format": fmt}
-        return {"status": "succeeded", "outputs": outputs, "metrics": {k: float(v) for k, v in metrics.items()},
+        return {"status": "succeeded", "outputs": outputs, "metrics": {k: v if isinstance(v, int) else float(v)
+                                                             for k, v in metrics.items()},
                 "error": "", "duration": time.time() - started}
     except StepFailed as exc:
         return {"status": "failed", "outputs": {}, "metrics": {}, "error": str(exc), "duration": time.time() - started}

@@ -16,6 +16,11 @@ MAX_INSTANCES = 10_000
 BUILTIN_BACKEND_TYPES = ("local", "ray", "docker")
 
 
+def _metric_known(metric, declared) -> bool:
+    """A declared metric name covers itself and, for a nested metric, the dotted names under it."""
+    return isinstance(metric, str) and any(metric == d or metric.startswith(d + ".") for d in declared)
+
+
 def _m(d: Any) -> Mapping:
     return d if isinstance(d, dict) else {}
 
@@ -217,6 +222,7 @@ class _Checker:
                     self.err(where, "bad-reference",
                              f"'{ref}' must name an output: step.{r[1]}.OUTPUT"
                              + (f" (outputs: {', '.join(self.outputs_of(r[1]))})" if self.outputs_of(r[1]) else ""))
+            self.check_plots(name, step, base)
             outs = step.get("outputs")
             if isinstance(outs, list):
                 seen = set()
@@ -227,7 +233,7 @@ class _Checker:
                     seen.add(o) if isinstance(o, str) else None
             if isinstance(outs, (list, dict)):
                 for i, mname in enumerate(self.metrics_of(name)):
-                    if mname in self.outputs_of(name):
+                    if mname.split(".", 1)[0] in self.outputs_of(name):  # `model.loss` would be read from output `model`
                         self.err(base + ("metrics", i), "duplicate-output",
                                  f"'{mname}' is both an output and a metric of step '{name}'")
             matrix = step.get("matrix")
@@ -358,6 +364,16 @@ class _Checker:
                          f"matrix key '{k}' is already fanned out by an upstream step; rename it")
             coords[name] = own | inherited
 
+    def check_plots(self, name, step, base):
+        """`plots:` keys name the step's declared outputs."""
+        outs = self.outputs_of(name)
+        for out in _m(step.get("plots")):
+            if out not in outs:
+                self.err(base + ("plots", out), "unknown-output",
+                         f"plot of '{out}', which step '{name}' does not declare under `outputs:`"
+                         + (did_you_mean(str(out), outs) or (f" (outputs: {', '.join(outs)})" if outs else "")),
+                         prefer_key=True)
+
     def check_models(self):
         for name, model in self.models.items():
             model = _m(model)
@@ -379,7 +395,7 @@ class _Checker:
                     parse_gate(expr)
                 except ValueError as exc:
                     self.err(base + ("gates", metric), "bad-gate", str(exc))
-                if known_metrics and metric not in known_metrics:
+                if known_metrics and not _metric_known(metric, known_metrics):
                     self.err(base + ("gates", metric), "unknown-metric",
                              f"gate on '{metric}', which the metrics step does not produce"
                              + (did_you_mean(str(metric), known_metrics) or f" (metrics: {', '.join(known_metrics)})"),
@@ -389,7 +405,7 @@ class _Checker:
                              "gates need `metrics: step.NAME` naming the step that computes them", prefer_key=True)
             for sub, key in (("promote", "if_better"), ("select", "metric")):
                 metric = _m(model.get(sub)).get(key)
-                if isinstance(metric, str) and known_metrics and metric not in known_metrics:
+                if isinstance(metric, str) and known_metrics and not _metric_known(metric, known_metrics):
                     self.err(base + (sub, key), "unknown-metric",
                              f"'{metric}' is not a metric of the metrics step"
                              + (did_you_mean(metric, known_metrics) or f" (metrics: {', '.join(known_metrics)})"))

@@ -66,6 +66,17 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Plot:
+    """How `mlspec plots` draws one step output (`steps.NAME.plots.OUTPUT`)."""
+
+    output: str
+    x: str = ""  # "" : `step`, or the row number
+    y: tuple = ()  # (): every numeric column but x
+    template: str = "line"  # line | scatter | bar
+    title: str = ""
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
     run: str = ""
@@ -94,6 +105,7 @@ class Step:
         """The project path an output is materialised at ('' when it has none)."""
         o = self.output_opts.get(name)
         return o.path if o else ""
+    plots: Mapping = field(default_factory=dict)  # output name -> Plot
 
     @property
     def address(self) -> str:
@@ -228,6 +240,12 @@ def _backend(name: str, data: Mapping) -> BackendConfig:
     return BackendConfig(name, str(data.get("type", "local")), str(data.get("location", "local")), settings)
 
 
+def _plot(output: str, p: Mapping) -> Plot:
+    y = p.get("y") or ()
+    return Plot(output, p.get("x", ""), (y,) if isinstance(y, str) else tuple(y), p.get("template", "line"),
+                p.get("title", ""))
+
+
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 
@@ -277,7 +295,8 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
             timeout=parse_duration(s["timeout"]) if s.get("timeout") is not None else None,
             backend=s.get("backend", ""), matrix={k: list(v) for k, v in (s.get("matrix") or {}).items()},
             env={k: str(v) for k, v in (s.get("env") or {}).items()}, cache=bool(s.get("cache", True)),
-            external_paths=tuple(s.get("external_paths") or ()))
+            external_paths=tuple(s.get("external_paths") or ()),
+            plots={o: _plot(o, p or {}) for o, p in (s.get("plots") or {}).items()})
     datasets = {n: Dataset(n, d["uri"], d.get("format", "auto"), d.get("description", ""),
                            tuple(d.get("residency") or ()), dict(d.get("options") or {}), d.get("contract"))
                 for n, d in (data.get("datasets") or {}).items()}

@@ -30,7 +30,9 @@ def _args(command: str, p) -> list[str]:
     run_id = p.last_run()["run_id"]
     return {"state show": ["state", "show", "step.prepare"], "runs show": ["runs", "show", run_id],
             "lineage": ["lineage", "step.evaluate[C=1.0]"], "show": ["show", "plan.json"],
-            "apply": ["apply", "--auto-approve"]}.get(command, command.split())
+            "apply": ["apply", "--auto-approve"],
+            "plots show": ["plots", "show", "+steps.prepare.plots={clean: {x: x, y: y}}"],
+            "plots diff": ["plots", "diff", "+steps.prepare.plots={clean: {x: x, y: y}}"]}.get(command, command.split())
 
 
 @pytest.mark.parametrize("command,fmt", [(c, f) for c, fs in sorted(FORMATS.items()) for f in fs])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("pandas", "sklearn", "ray", "docker", "pyarrow")
+HEAVY = ("pandas", "sklearn", "ray", "docker", "pyarrow", "vl_convert")
 
 SPEC = """\
 project: startup

@@ -161,87 +161,30 @@ def _print_tree(console: Console, node: dict, depth: int) -> None:
         _print_tree(console, child, depth + 1)
 
 
-def _metrics_of_state(resources: dict) -> dict:
+def metrics_of(resources: dict) -> dict:
+    """address -> {metric: value} of every recorded resource that has metrics."""
     return {a: r["metrics"] for a, r in sorted(resources.items()) if r.get("metrics")}
 
 
-def _metrics_of_run(rec: dict) -> dict:
-    return {a: s["metrics"] for a, s in sorted((rec.get("steps") or {}).items()) if s.get("metrics")}
-
-
-def _delta(v) -> str:
-    return "-" if v is None else f"{v:+.4f}"
-
-
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.4f}"
-
-
 def run_metrics(args, console: Console) -> int:
+    from mlspec.commands.bases import current_point, resolve_base
+    from mlspec.views import metrics as view
+    from mlspec.views.formats import emit
+
     project = _project(args)
-    st = project.read_state()
-    current = _metrics_of_state(st.resources)
     if args.metrics_command == "diff":
-        base_label, base = _base_metrics(project, args.base, current)
+        head = current_point(project)
+        base = resolve_base(project, args.base, head)
+        current, old = metrics_of(head.state.resources), metrics_of(base.state.resources)
         rows = []
-        for addr in sorted(set(current) | set(base)):
-            for m in sorted(set(current.get(addr, {})) | set(base.get(addr, {}))):
-                old, new = base.get(addr, {}).get(m), current.get(addr, {}).get(m)
-                delta = (new - old) if old is not None and new is not None else None
-                rows.append({"address": addr, "metric": m, "base": old, "current": new, "change": delta})
-        if args.format == "json":
-            console.print(json.dumps(json_safe({"base": base_label, "rows": rows}), indent=2))
-        elif args.format == "markdown":
-            out = [f"Metrics against {base_label}", "", "| resource | metric | base | current | change |",
-                   "|---|---|---:|---:|---:|"]
-            out += [f"| `{r['address']}` | {r['metric']} | {_fmt(r['base'])} | {_fmt(r['current'])} | "
-                    f"{_delta(r['change'])} |"
-                    for r in rows]
-            console.print("\n".join(out))
-        else:
-            console.print(f"Metrics against {base_label}:")
-            w = max([len(r["address"]) for r in rows] + [8])
-            console.print(f"{'RESOURCE':<{w}}  {'METRIC':<12} {'BASE':>10} {'CURRENT':>10} {'CHANGE':>10}")
-            for r in rows:
-                ch = "-" if r["change"] is None else f"{r['change']:+.4f}"
-                console.print(f"{r['address']:<{w}}  {r['metric']:<12} {_fmt(r['base']):>10} {_fmt(r['current']):>10} "
-                              f"{ch:>10}")
+        for addr in sorted(set(current) | set(old)):
+            for m in sorted(set(current.get(addr, {})) | set(old.get(addr, {}))):
+                b, c = old.get(addr, {}).get(m), current.get(addr, {}).get(m)
+                rows.append({"address": addr, "metric": m, "base": b, "current": c, "change": view.change(b, c)})
+        data = {"base": base.to_dict(), "current": head.to_dict(), "rows": rows}
+        emit(console, args.format, data, text=view.diff_text, markdown=view.diff_markdown)
         return 0
+    current = metrics_of(project.read_state().resources)
     rows = [{"address": a, "metric": m, "value": v} for a, ms in current.items() for m, v in sorted(ms.items())]
-    if args.format == "json":
-        console.print(json.dumps(json_safe(rows), indent=2))
-    elif args.format == "markdown":
-        console.print("\n".join(["| resource | metric | value |", "|---|---|---:|"] +
-                                [f"| `{r['address']}` | {r['metric']} | {r['value']:.4f} |" for r in rows]))
-    else:
-        if not rows:
-            console.print("No metrics recorded yet.")
-        w = max([len(r["address"]) for r in rows] + [8])
-        for r in rows:
-            console.print(f"{r['address']:<{w}}  {r['metric']:<12} {r['value']:.4f}")
+    emit(console, args.format, rows, text=view.show_text, markdown=view.show_markdown)
     return 0
-
-
-def _base_metrics(project: Project, base: str | None, current: dict) -> tuple[str, dict]:
-    if base and base.startswith("workspace:"):
-        from mlspec.state import StateStore
-
-        ws = base.split(":", 1)[1]
-        other = StateStore(project.state_loc, ws).read(project.spec.project)
-        if not other.exists:
-            raise MlspecError(f"workspace '{ws}' has no state")
-        return f"workspace {ws}", _metrics_of_state(other.resources)
-    runs = RunStore(project.runs_loc)
-    if base:
-        rec = runs.read(base)
-        return f"run {rec['run_id']}", _metrics_of_run(rec)
-    # default: the latest run whose metrics differ from the current ones
-    for rid in reversed(runs.ids()):
-        rec = runs.get(rid)
-        if rec is None:
-            continue
-        m = _metrics_of_run(rec)
-        if m and any(current.get(a) != v for a, v in m.items()):
-            return f"run {rid}", m
-    raise MlspecError("no earlier run with different metrics to compare with",
-                      hint="pass --base RUN_ID or --base workspace:NAME")

@@ -24,6 +24,8 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "lineage": ("text", "json"),
     "metrics show": ("text", "json", "markdown"),
     "metrics diff": ("text", "json", "markdown"),
+    "plots show": ("text", "json", "markdown"),
+    "plots diff": ("text", "json", "markdown"),
     "artifacts verify": ("text", "json"),
     "backends": ("text", "json", "markdown"),
     "checkout": ("text", "json"),

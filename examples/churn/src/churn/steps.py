@@ -67,12 +67,14 @@ def train(train: pd.DataFrame, C: float, max_iter: int):
 
 
 def evaluate(model, test: pd.DataFrame) -> dict:
-    from sklearn.metrics import accuracy_score, roc_auc_score
+    from sklearn.metrics import accuracy_score, roc_auc_score, roc_curve
 
     X, y = test.drop(columns=["churned"]), test["churned"]
     proba = model.predict_proba(X)[:, 1]
+    fpr, tpr, _ = roc_curve(y, proba, drop_intermediate=True)
+    roc = [{"fpr": round(float(f), 4), "tpr": round(float(t), 4)} for f, t in zip(fpr, tpr)]
     scores = {"accuracy": float(accuracy_score(y, proba >= 0.5)), "roc_auc": float(roc_auc_score(y, proba))}
-    return {"report": scores, **scores}
+    return {"report": scores, "roc": roc, **scores}
 
 
 def select(reports: dict, models: dict, metric: str) -> dict:
