@@ -45,9 +45,10 @@ def png(path, shade):
 
 def evaluate(raw, k=1, C=1):
     roc = [{"fpr": i / 4, "tpr": round(min(1.0, i / 4 * (1 + k / 10 + C / 100)), 4)} for i in range(5)]
-    with open("loss.csv", "w") as fh:
+    loss = f"loss-{k}-{C}.csv"  # matrix instances run at once: one file each
+    with open(loss, "w") as fh:
         fh.write("epoch,train.loss,val_loss\\n" + "".join(f"{e},{k * 10 + e},{k * 20 + e}\\n" for e in range(3)))
-    return {"roc": roc, "loss": "loss.csv", "confusion": png("conf.png", 10 * k), "auc": 0.5 + k / 100,
+    return {"roc": roc, "loss": loss, "confusion": png(f"conf-{k}-{C}.png", 10 * k), "auc": 0.5 + k / 100,
             "table": pd.DataFrame({"label": ["a", "b"], "count": [k, 2 * k]}), "blob": b"\\x00\\x01\\x02"}
 '''
 
