@@ -3,8 +3,8 @@
 Gathering (this module) reads files: the code a step's function can reach (mlspec/codegraph.py: found by
 parsing, never by importing), declared deps (whole files, or named keys of a YAML/JSON/TOML file), and
 dataset content (through the stat-keyed hash cache, so unchanged data is not re-read; on object stores
-the ETag or version id). Planning then works on these facts without any I/O. The backend and `resources` are never part of a fingerprint: switching
-backend never re-runs a step.
+the ETag or version id). Planning then works on these facts without any I/O. The backend and `resources`
+are never part of a fingerprint: switching backend never re-runs a step.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def _missing_dep(step: Step, rel: str) -> MlspecError:
 
 
 def deps_facts(spec: Spec, step: Step, cache: HashCache, params: ParamsFiles) -> dict:
-    """``{"files": {path: content hash}, "keys": {path: {key: value}}}`` of a step's ``deps:`` (empty parts left out)."""
+    """``{"files": {path: hash}, "keys": {path: {key: value}}}`` of a step's ``deps:`` (empty parts left out)."""
     files: dict = {}
     keys: dict = {}
     for dep in step.deps:

@@ -130,3 +130,13 @@ def test_a_secret_in_a_params_file_is_not_recorded(tmp_path):
     assert "params.yaml:api.token: (sensitive value changed)" in reasons
     assert "s3cr3t" not in r.stdout
     assert "s3cr3t" not in (p.root / ".mlspec/state/default.state.json").read_text()
+
+
+def test_a_saved_plan_is_stale_once_a_key_it_assumed_changes(tmp_path):
+    p = make(tmp_path, "params.yaml")
+    p.write("params.yaml", PARAMS["params.yaml"].replace("200", "100"))
+    assert p.run("plan", "-o", "plan.json").returncode == 0
+    p.write("params.yaml", PARAMS["params.yaml"].replace("200", "50"))
+    r = p.run("apply", "plan.json")
+    assert r.returncode == 1
+    assert "the saved plan is stale: a deps file of step 'featurize' changed since the plan was made" in r.stderr
