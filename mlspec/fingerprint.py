@@ -1,15 +1,14 @@
 """Fingerprints: what a step's result depends on, gathered before planning.
 
-Gathering (this module) reads files: step code and the project-local modules it imports (found by
-parsing imports, never by importing), declared deps, and dataset content (through the stat-keyed hash
-cache, so unchanged data is not re-read; on object stores the ETag or version id). Planning then works on
-these facts without any I/O. The backend and `resources` are never part of a fingerprint: switching
-backend never re-runs a step.
+Gathering (this module) reads files: the code a step's function can reach (mlspec/codegraph.py: found by
+parsing, never by importing), declared deps (whole files, or named keys of a YAML/JSON/TOML file), and
+dataset content (through the stat-keyed hash cache, so unchanged data is not re-read; on object stores
+the ETag or version id). Planning then works on these facts without any I/O. The backend and `resources`
+are never part of a fingerprint: switching backend never re-runs a step.
 """
 
 from __future__ import annotations
 
-import ast
 import glob as _glob
 import hashlib
 import os
@@ -18,7 +17,8 @@ from pathlib import Path
 from typing import Mapping
 
 from mlspec import SPEC_FORMAT_VERSION
-from mlspec.errors import MlspecError
+from mlspec.codegraph import CodeGraph, CodeMemo
+from mlspec.errors import MlspecError, did_you_mean
 from mlspec.hashing import HashCache, hash_json, manifest_hash
 from mlspec.spec import Dataset, Secret, Spec, Step
 
@@ -28,103 +28,132 @@ class Facts:
     """Everything the planner needs to know about the world, as plain data."""
 
     datasets: dict = field(default_factory=dict)  # "dataset.X" -> {"hash", "size", "uri"}
-    code: dict = field(default_factory=dict)  # step name -> {relpath or "module:x": hash}
+    code: dict = field(default_factory=dict)  # step name -> {"path.py:name", "path.py" or "module:x": hash}
+    deps: dict = field(default_factory=dict)  # step name -> {"files": {path: hash}, "keys": {path: {key: value}}}
     secrets: dict = field(default_factory=dict)  # sensitive scalar (JSON text) -> keyed fingerprint; never persisted
     runcache: Mapping = field(default_factory=dict)  # fingerprint -> run-cache entry (outputs, metrics)
     bad_outputs: dict = field(default_factory=dict)  # object hash -> what is wrong (missing, wrong size)
     drift: dict = field(default_factory=dict)  # step address -> [(output, project path, "modified"|"missing")]
 
     def to_dict(self) -> dict:
-        return {"datasets": self.datasets, "code": self.code}
+        return {"datasets": self.datasets, "code": self.code, "deps": _keyed(self.deps, self.secrets)}
 
 
 # --- code -----------------------------------------------------------------------------------------
-def _module_file(mod: str, roots: list[Path]) -> Path | None:
-    parts = mod.split(".")
-    for root in roots:
-        base = root.joinpath(*parts)
-        for cand in (base.with_suffix(".py"), base / "__init__.py"):
-            if cand.is_file():
-                return cand
-    return None
+def code_facts(step: Step, graph: CodeGraph) -> dict:
+    """What a python step's function can reach (see mlspec/codegraph.py); a module outside the project
+    (an installed package) counts by name only."""
+    if not step.run:
+        return {}
+    module, _, func = step.run.partition(":")
+    facts = graph.reach(module, func)
+    return dict(facts) if facts else {f"module:{module}": "installed"}
 
 
-class CodeScanner:
-    """Finds a module's project-local import closure by parsing source (memoised per file)."""
+# --- deps -----------------------------------------------------------------------------------------
+PARAMS_FORMATS = (".yaml", ".yml", ".json", ".toml")  # files whose keys a step may depend on
 
-    def __init__(self, project_dir: Path, roots: list[Path], cache: HashCache):
-        self.project_dir, self.roots, self.cache = project_dir, roots, cache
-        self._imports: dict[Path, list[str]] = {}
-        self._closure: dict[str, dict] = {}
 
-    def _imports_of(self, path: Path, modname: str) -> list[str]:
-        if path in self._imports:
-            return self._imports[path]
+class ParamsFiles:
+    """Parsed YAML/JSON/TOML files of keyed ``deps:`` entries, each read once per plan."""
+
+    def __init__(self, project_dir: Path):
+        self.project_dir = project_dir
+        self._data: dict[str, object] = {}
+
+    def data(self, step: Step, rel: str):
+        if rel in self._data:
+            return self._data[rel]
+        p = self.project_dir / rel
+        suffix = p.suffix.lower()
+        if suffix not in PARAMS_FORMATS:
+            raise MlspecError(f"step '{step.name}' depends on keys of {rel}, which is not a YAML, JSON or TOML file",
+                              hint=f"name a .yaml, .json or .toml file in steps.{step.name}.deps, or list {rel} "
+                                   "as a plain path")
         try:
-            tree = ast.parse(path.read_bytes(), filename=str(path))
-        except SyntaxError:
-            tree = ast.Module(body=[], type_ignores=[])  # its hash still changes when it is fixed
-        is_pkg = path.name == "__init__.py"
-        package = modname if is_pkg else modname.rpartition(".")[0]
-        names: list[str] = []
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names.extend(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".") if package else []
-                    base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
-                    prefix = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    prefix = node.module or ""
-                if prefix:
-                    names.append(prefix)
-                names.extend(f"{prefix}.{a.name}" if prefix else a.name for a in node.names)
-        self._imports[path] = names
-        return names
+            raw = p.read_bytes()
+        except FileNotFoundError:
+            raise _missing_dep(step, rel) from None
+        except OSError as exc:
+            raise MlspecError(f"step '{step.name}': cannot read {rel} (deps): {exc.strerror}",
+                              hint=f"check the file, or steps.{step.name}.deps") from None
+        try:
+            if suffix == ".json":
+                import json
 
-    def closure(self, module: str) -> dict:
-        """{relative path: hash} of the module, its parent packages and project-local imports."""
-        if module in self._closure:
-            return self._closure[module]
-        out: dict = {}
-        todo = [module]
-        seen: set = set()
-        while todo:
-            mod = todo.pop()
-            if mod in seen:
-                continue
-            seen.add(mod)
-            parts = mod.split(".")
-            for i in range(1, len(parts)):  # parent packages run on import
-                todo.append(".".join(parts[:i]))
-            path = _module_file(mod, self.roots)
-            if path is None:
-                continue
-            rel = os.path.relpath(path, self.project_dir)
-            out[rel] = self.cache.file(path)[0]
-            todo.extend(self._imports_of(path, mod))
-        self._closure[module] = out
-        return out
+                data = json.loads(raw)
+            elif suffix == ".toml":
+                import tomllib
+
+                data = tomllib.loads(raw.decode())
+            else:
+                import yaml
+
+                data = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except Exception as exc:  # each parser has its own error types; all mean "not valid"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise MlspecError(f"step '{step.name}': {rel} (deps) is not valid {suffix[1:].upper()}: {first}",
+                              hint=f"fix {rel}") from None
+        self._data[rel] = data
+        return data
+
+    def value(self, step: Step, rel: str, key: str):
+        """The JSON value at dotted ``key`` of the file (list items by index), or a one-line error."""
+        node = self.data(step, rel)
+        done: list[str] = []
+        for part in key.split("."):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                where = ".".join(done) or "the top level"
+                have = sorted(map(str, node)) if isinstance(node, dict) else []
+                known = (did_you_mean(part, have) or f" ({where} has: {', '.join(have[:10])})") if have else ""
+                raise MlspecError(f"step '{step.name}' depends on key '{key}' of {rel}, which is not there: "
+                                  f"{where} has no '{part}'{known}",
+                                  hint=f"add the key to {rel}, or fix steps.{step.name}.deps")
+            done.append(part)
+        return _jsonable(node)
 
 
-def code_facts(spec: Spec, step: Step, scanner: CodeScanner, cache: HashCache) -> dict:
-    facts: dict = {}
-    if step.run:
-        module = step.run.partition(":")[0]
-        facts = dict(scanner.closure(module))
-        if not facts:
-            facts = {f"module:{module}": "installed"}  # not in the project: an installed package
+def _jsonable(v):
+    """A value as it is recorded in the state: plain JSON (YAML/TOML dates become their ISO text)."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return v.isoformat() if hasattr(v, "isoformat") else str(v)
+
+
+def _missing_dep(step: Step, rel: str) -> MlspecError:
+    return MlspecError(f"step '{step.name}' declares deps '{rel}', which does not exist",
+                       hint=f"create it or remove it from steps.{step.name}.deps")
+
+
+def deps_facts(spec: Spec, step: Step, cache: HashCache, params: ParamsFiles) -> dict:
+    """``{"files": {path: hash}, "keys": {path: {key: value}}}`` of a step's ``deps:`` (empty parts left out)."""
+    files: dict = {}
+    keys: dict = {}
     for dep in step.deps:
-        p = (spec.project_dir / dep)
+        if dep.keys:
+            keys[dep.path] = {k: params.value(step, dep.path, k) for k in dep.keys}
+            continue
+        p = spec.project_dir / dep.path
         if p.is_dir():
-            facts[dep] = cache.directory(p)[0]
+            files[dep.path] = cache.directory(p)[0]
         elif p.is_file():
-            facts[dep] = cache.file(p)[0]
+            files[dep.path] = cache.file(p)[0]
         else:
-            raise MlspecError(f"step '{step.name}' declares deps '{dep}', which does not exist",
-                              hint=f"create it or remove it from steps.{step.name}.deps")
-    return facts
+            raise _missing_dep(step, dep.path)
+    out: dict = {}
+    if files:
+        out["files"] = files
+    if keys:
+        out["keys"] = keys
+    return out
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -210,19 +239,27 @@ def sensitive_leaves(step: Step, redactor) -> list:
 
 
 def gather_steps(spec: Spec, facts: Facts, cache: HashCache, key: str) -> None:
-    """Code facts of every step, and keyed fingerprints of every sensitive value the steps use."""
+    """Code and deps facts of every step, and keyed fingerprints of every sensitive value the steps use."""
     from mlspec.load import code_paths
-    from mlspec.sensitive import Redactor
+    from mlspec.sensitive import Redactor, _leaves
 
     roots = [Path(p) for p in code_paths(spec.project_dir)]
-    scanner = CodeScanner(spec.project_dir, roots, cache)
+    memo = CodeMemo(cache.path.parent / "code.json" if cache.path else None)
+    graph = CodeGraph(spec.project_dir, roots, cache, memo)
+    params = ParamsFiles(spec.project_dir)
     redactor = Redactor(spec.sensitive.values)
     for name, step in spec.steps.items():
-        facts.code[name] = code_facts(spec, step, scanner, cache)
-        for leaf in sensitive_leaves(step, redactor) if (redactor or step.secret_params) else ():
+        facts.code[name] = code_facts(step, graph)
+        if step.deps:
+            facts.deps[name] = deps_facts(spec, step, cache, params)
+        leaves = sensitive_leaves(step, redactor) if (redactor or step.secret_params) else []
+        if redactor and name in facts.deps:  # a secret copied into a params file is not recorded either
+            leaves += [leaf for _p, leaf in _leaves(facts.deps[name].get("keys", {}), ()) if redactor.matches(leaf)]
+        for leaf in leaves:
             k = _leaf_key(leaf)
             if k not in facts.secrets:
                 facts.secrets[k] = secret_fingerprint(str.__str__(leaf) if isinstance(leaf, str) else k, key)
+    memo.save()
 
 
 # --- the fingerprint itself (pure) -----------------------------------------------------------------
@@ -243,14 +280,19 @@ def _keyed(node, secret_fps: Mapping):
     return node
 
 
-def step_facts(inst, code: Mapping, input_hashes: Mapping, secret_fps: Mapping) -> dict:
+CODE_FORMAT = 2  # 2: code by function, class and constant (codegraph); deps apart from code. 1 (absent): by file
+
+
+def step_facts(inst, code: Mapping, input_hashes: Mapping, secret_fps: Mapping, deps: Mapping | None = None) -> dict:
     """The canonical description of what a step instance's result depends on (stored in state).
 
     Sensitive values never enter it: each is replaced by a keyed fingerprint (``keyed:...``), so a rotated
     secret still re-runs the step and the plan can say that a sensitive value changed, without showing it.
+    ``code_format``, ``deps`` and ``dep_keys`` are present only when there is code or a dep to record, so
+    that a command step without deps keeps the fingerprint earlier versions gave it.
     """
     step = inst.step
-    return {
+    out = {
         "format": SPEC_FORMAT_VERSION,
         "run": step.run,
         "cmd": _keyed(step.cmd, secret_fps),
@@ -261,6 +303,14 @@ def step_facts(inst, code: Mapping, input_hashes: Mapping, secret_fps: Mapping) 
         "metrics": sorted(step.metrics),
         "env": _keyed(dict(sorted(step.env.items())), secret_fps),
     }
+    deps = deps or {}
+    if code or deps:
+        out["code_format"] = CODE_FORMAT
+    if deps.get("files"):
+        out["deps"] = dict(sorted(deps["files"].items()))
+    if deps.get("keys"):
+        out["dep_keys"] = _keyed({f: dict(sorted(ks.items())) for f, ks in sorted(deps["keys"].items())}, secret_fps)
+    return out
 
 
 def fingerprint_of(facts: Mapping) -> str:

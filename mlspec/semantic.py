@@ -266,6 +266,7 @@ class _Checker:
                                  f"matrix key '{k}' would replace the mapping in params.{k}")
             if "backend" in step:
                 self.check_backend_name(base + ("backend",), step.get("backend"))
+            self.check_deps(name, step.get("deps"))
             cmd = step.get("cmd")
             if isinstance(cmd, str):
                 import re
@@ -311,6 +312,22 @@ class _Checker:
                 owner = owners[uri.strip("/")]
                 self.err(("datasets", dname, "uri"), "output-path",
                          f"{uri} is the path of step.{owner[0]}.{owner[1]}; read it as that step's output instead")
+
+    def check_deps(self, name: str, deps: Any) -> None:
+        """A file listed once; keys only of a YAML, JSON or TOML file (malformed entries: the schema's)."""
+        seen: set = set()
+        for i, dep in enumerate(deps if isinstance(deps, list) else ()):
+            path = dep.get("path") if isinstance(dep, dict) else dep
+            if not isinstance(path, str):
+                continue
+            where = ("steps", name, "deps", i)
+            if path in seen:
+                self.err(where, "duplicate-dep", f"'{path}' is listed twice in the deps of step '{name}'; "
+                         "list it once (as a path, or with the keys the step reads)")
+            seen.add(path)
+            if isinstance(dep, dict) and not path.lower().endswith((".yaml", ".yml", ".json", ".toml")):
+                self.err(where + ("path",), "deps-format", f"'{path}': keys can be named only in a .yaml, .yml, "
+                         ".json or .toml file; list other files as a plain path")
 
     def input_refs(self, name: str) -> list:
         """The parsed addresses of a step's inputs (unparsable ones are reported by check_ref)."""

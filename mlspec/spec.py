@@ -77,6 +77,18 @@ class Plot:
 
 
 @dataclass(frozen=True)
+class Dep:
+    """A ``deps:`` entry: a project-relative file or directory, or named keys of a YAML/JSON/TOML file."""
+
+    path: str
+    keys: tuple = ()  # dotted key paths ("featurize.max_features"); empty: the whole file's content
+
+
+def _deps(entries) -> tuple:
+    return tuple(Dep(d["path"], tuple(d["keys"])) if isinstance(d, dict) else Dep(d) for d in entries or ())
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
     run: str = ""
@@ -84,7 +96,7 @@ class Step:
     description: str = ""
     inputs: Mapping = field(default_factory=dict)  # input name -> address text
     outputs: tuple = ()
-    deps: tuple = ()
+    deps: tuple = ()  # of Dep
     params: Mapping = field(default_factory=dict)
     secret_params: frozenset = frozenset()
     metrics: tuple = ()
@@ -286,7 +298,7 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
         steps[name] = Step(
             name=name, run=s.get("run", ""), cmd=s.get("cmd", ""), description=s.get("description", ""),
             inputs=ins, outputs=outs, output_opts=oopts, input_opts=iopts, fan_out=bool(s.get("fan_out", True)),
-            deps=tuple(s.get("deps") or ()), params=params, secret_params=frozenset(secret_params),
+            deps=_deps(s.get("deps")), params=params, secret_params=frozenset(secret_params),
             metrics=tuple(s.get("metrics") or ()),
             resources=Resources(float(res.get("cpus", 1)), float(res.get("gpus", 0)),
                                 parse_size(res["memory"]) if res.get("memory") is not None else None,

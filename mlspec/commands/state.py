@@ -75,7 +75,7 @@ def _show(args, console, project: Project) -> int:
         if key in rec:
             console.print(f"{key:<12} = {rec[key]}")
     facts = rec.get("facts") or {}
-    for key in ("params", "inputs", "code"):
+    for key in ("params", "inputs", "code", "deps", "dep_keys"):
         for k, v in sorted((facts.get(key) or {}).items()):
             console.print(f"{key}.{k} = {json.dumps(v)}")
     for name, out in sorted((rec.get("outputs") or {}).items()):

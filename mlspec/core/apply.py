@@ -202,4 +202,7 @@ def facts_moved(old: dict, new: dict) -> str:
         for f, h in sorted(files.items()):
             if nfiles.get(f) != h:
                 return f"code {f} changed since the plan was made"
+    for step, deps in sorted((old.get("deps") or {}).items()):
+        if (new.get("deps") or {}).get(step) != deps:
+            return f"a deps file of step '{step}' changed since the plan was made"
     return ""

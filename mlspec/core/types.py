@@ -55,6 +55,13 @@ class ReasonCode(str, enum.Enum):
     CODE_CHANGED = "code_changed"
     CODE_ADDED = "code_added"
     CODE_REMOVED = "code_removed"
+    CODE_FORMAT = "code_format"
+    FILE_CHANGED = "file_changed"
+    FILE_ADDED = "file_added"
+    FILE_REMOVED = "file_removed"
+    FILE_KEY_CHANGED = "file_key_changed"
+    FILE_KEY_ADDED = "file_key_added"
+    FILE_KEY_REMOVED = "file_key_removed"
     INPUT_CHANGED = "input_changed"
     INPUT_REWIRED = "input_rewired"
     OUTPUT_MISSING = "output_missing"
@@ -69,9 +76,11 @@ class ReasonCode(str, enum.Enum):
 
 # reasons whose JSON carries the value before / after the change
 _WITH_BEFORE = {ReasonCode.PARAM_CHANGED, ReasonCode.PARAM_REMOVED, ReasonCode.DEFINITION_CHANGED,
-                ReasonCode.DATA_CHANGED, ReasonCode.INPUT_REWIRED, ReasonCode.CHANGED}
+                ReasonCode.DATA_CHANGED, ReasonCode.INPUT_REWIRED, ReasonCode.CHANGED,
+                ReasonCode.FILE_KEY_CHANGED, ReasonCode.FILE_KEY_REMOVED}
 _WITH_AFTER = {ReasonCode.PARAM_CHANGED, ReasonCode.PARAM_ADDED, ReasonCode.DEFINITION_CHANGED,
-               ReasonCode.DATA_CHANGED, ReasonCode.INPUT_REWIRED, ReasonCode.CHANGED}
+               ReasonCode.DATA_CHANGED, ReasonCode.INPUT_REWIRED, ReasonCode.CHANGED,
+               ReasonCode.FILE_KEY_CHANGED, ReasonCode.FILE_KEY_ADDED}
 
 
 def _fmt(v) -> str:
@@ -94,8 +103,15 @@ _TEXTS = {  # every ReasonCode's message (tests/test_core_types.py checks that e
     ReasonCode.PARAM_REMOVED: "{p}: removed (was {before})",
     ReasonCode.SECRET_CHANGED: "{p}: (sensitive value changed)",
     ReasonCode.CODE_CHANGED: "code {p} changed",
-    ReasonCode.CODE_ADDED: "code {p} is now imported",
-    ReasonCode.CODE_REMOVED: "code {p} is no longer imported",
+    ReasonCode.CODE_ADDED: "code {p} is now used",
+    ReasonCode.CODE_REMOVED: "code {p} is no longer used",
+    ReasonCode.CODE_FORMAT: "code fingerprint format changed (recorded by an earlier mlspec version)",
+    ReasonCode.FILE_CHANGED: "file {p} changed",
+    ReasonCode.FILE_ADDED: "file {p} is now a dependency",
+    ReasonCode.FILE_REMOVED: "file {p} is no longer a dependency",
+    ReasonCode.FILE_KEY_CHANGED: "{p}: {before} -> {after}",
+    ReasonCode.FILE_KEY_ADDED: "{p}: added ({after})",
+    ReasonCode.FILE_KEY_REMOVED: "{p}: removed (was {before})",
     ReasonCode.INPUT_CHANGED: "input {p}: new content",
     ReasonCode.INPUT_REWIRED: "input {p}: now {after} (was {before})",
     ReasonCode.OUTPUT_MISSING: "output {p} missing or corrupt in the artifact store",

@@ -46,6 +46,60 @@ def _shown(v):
     return v
 
 
+def _code_reasons(oc: Mapping, nc: Mapping, reasons: list) -> None:
+    for f in sorted(set(oc) | set(nc)):
+        if f not in nc:
+            reasons.append(Reason(ReasonCode.CODE_REMOVED, f))
+        elif f not in oc:
+            reasons.append(Reason(ReasonCode.CODE_ADDED, f))
+        elif oc[f] != nc[f]:
+            reasons.append(Reason(ReasonCode.CODE_CHANGED, f))
+
+
+def _same(a, b) -> bool:
+    return type(a) is type(b) and a == b  # 1 and 1.0 (and True) differ in the fingerprint: here too
+
+
+def _key_reasons(path: str, o, n, reasons: list) -> None:
+    """Reasons for a depended-on key whose value changed, down to the changed leaves of a mapping."""
+    if isinstance(o, dict) and isinstance(n, dict):
+        for k in sorted(set(o) | set(n)):
+            sub = f"{path}.{k}"
+            if k not in n:
+                reasons.append(Reason(ReasonCode.FILE_KEY_REMOVED, sub, _shown(o[k])))
+            elif k not in o:
+                reasons.append(Reason(ReasonCode.FILE_KEY_ADDED, sub, None, _shown(n[k])))
+            elif not _same(o[k], n[k]):
+                _key_reasons(sub, o[k], n[k], reasons)
+    elif _sensitive(o) or _sensitive(n):
+        reasons.append(Reason(ReasonCode.SECRET_CHANGED, path))
+    else:
+        reasons.append(Reason(ReasonCode.FILE_KEY_CHANGED, path, o, n))
+
+
+def _dep_reasons(old: Mapping, now: Mapping, reasons: list) -> None:
+    """``deps:``: whole files by content hash, keyed files by the value of each key (``params.yaml:a.b``)."""
+    of, nf = old.get("deps") or {}, now.get("deps") or {}
+    for f in sorted(set(of) | set(nf)):
+        if f not in nf:
+            reasons.append(Reason(ReasonCode.FILE_REMOVED, f))
+        elif f not in of:
+            reasons.append(Reason(ReasonCode.FILE_ADDED, f))
+        elif of[f] != nf[f]:
+            reasons.append(Reason(ReasonCode.FILE_CHANGED, f))
+    ok, nk = old.get("dep_keys") or {}, now.get("dep_keys") or {}
+    for f in sorted(set(ok) | set(nk)):
+        okeys, nkeys = ok.get(f) or {}, nk.get(f) or {}
+        for k in sorted(set(okeys) | set(nkeys)):
+            path = f"{f}:{k}"
+            if k not in nkeys:
+                reasons.append(Reason(ReasonCode.FILE_KEY_REMOVED, path, _shown(okeys[k])))
+            elif k not in okeys:
+                reasons.append(Reason(ReasonCode.FILE_KEY_ADDED, path, None, _shown(nkeys[k])))
+            elif not _same(okeys[k], nkeys[k]):
+                _key_reasons(path, okeys[k], nkeys[k], reasons)
+
+
 def diff_reasons(record: Mapping | None, now: Mapping, upstream_unknown=()) -> list[Reason]:
     """Why a step's recorded facts differ from the current ones (empty when they do not)."""
     if not record:
@@ -72,13 +126,11 @@ def diff_reasons(record: Mapping | None, now: Mapping, upstream_unknown=()) -> l
             else:
                 reasons.append(Reason(ReasonCode.PARAM_CHANGED, f"params.{k}", op[k], np_[k]))
     oc, nc = old.get("code") or {}, now.get("code") or {}
-    for f in sorted(set(oc) | set(nc)):
-        if f not in nc:
-            reasons.append(Reason(ReasonCode.CODE_REMOVED, f))
-        elif f not in oc:
-            reasons.append(Reason(ReasonCode.CODE_ADDED, f))
-        elif oc[f] != nc[f]:
-            reasons.append(Reason(ReasonCode.CODE_CHANGED, f))
+    if oc and (old.get("code_format") or 1) < (now.get("code_format") or 1):  # by file before (1), by function now
+        reasons.append(Reason(ReasonCode.CODE_FORMAT))  # one reason, not every entry added and removed
+    else:
+        _code_reasons(oc, nc, reasons)
+        _dep_reasons(old, now, reasons)
     old_src, new_src = old.get("sources") or {}, now.get("input_sources") or {}
     rewired = set()
     for k in sorted(set(old_src) | set(new_src)):
@@ -171,7 +223,8 @@ class StepKind(ResourceKind):
                 else:
                     input_hashes[ref.name] = outs[ref.output]
                     sources[ref.name] = f"{ref.resource}.{ref.output}"
-        sf = step_facts(inst, facts.code.get(inst.step.name, {}), input_hashes, facts.secrets)
+        sf = step_facts(inst, facts.code.get(inst.step.name, {}), input_hashes, facts.secrets,
+                        facts.deps.get(inst.step.name))
         detail = StepDetail(sf, sources)
         before = {"fingerprint": record.get("fingerprint"), "params": (record.get("facts") or {}).get("params")} \
             if record else None
