@@ -249,7 +249,7 @@ def step_facts(inst, code: Mapping, input_hashes: Mapping, secret_fps: Mapping) 
     secret still re-runs the step and the plan can say that a sensitive value changed, without showing it.
     """
     step = inst.step
-    return {
+    facts = {
         "format": SPEC_FORMAT_VERSION,
         "run": step.run,
         "cmd": _keyed(step.cmd, secret_fps),
@@ -260,6 +260,18 @@ def step_facts(inst, code: Mapping, input_hashes: Mapping, secret_fps: Mapping) 
         "metrics": sorted(step.metrics),
         "env": _keyed(dict(sorted(step.env.items())), secret_fps),
     }
+    io = io_facts(step)
+    if io:  # only when declared, so that steps declaring none keep their fingerprints
+        facts["io"] = io
+    return facts
+
+
+def io_facts(step) -> dict:
+    """Declared formats and their load/save arguments: they change what the function sees or writes."""
+    ins = {n: dict(o) for n, o in sorted(step.input_opts.items())}
+    outs = {n: {"format": o.format, "save_args": dict(o.save_args)}
+            for n, o in sorted(step.output_opts.items()) if o.format or o.save_args}
+    return {k: v for k, v in (("inputs", ins), ("outputs", outs)) if v}
 
 
 def fingerprint_of(facts: Mapping) -> str:

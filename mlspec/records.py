@@ -145,3 +145,4 @@ class TaskPayload(_Record):
     artifacts: dict
     env: dict = field(default_factory=dict)
     external_paths: list = field(default_factory=list)
+    output_formats: dict = field(default_factory=dict)  # output name -> {"format", "save_args"} as declared

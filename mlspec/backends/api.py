@@ -21,7 +21,8 @@ from mlspec.errors import MlspecError
 API_VERSION = 1
 #: the runner's task payload (mlspec.runner). A worker refuses a payload of another format, naming both mlspec
 #: versions: a backend whose environment (a container image, a Ray cluster) has another mlspec fails clearly.
-TASK_FORMAT_VERSION = 1
+#: 2: inputs carry load_args and a declared format, `output_formats` the outputs' (a runner of 1 would ignore them).
+TASK_FORMAT_VERSION = 2
 
 
 class BackendError(MlspecError):
