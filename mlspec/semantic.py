@@ -278,12 +278,15 @@ class _Checker:
     def check_formats(self) -> None:
         """Every declared format is a built-in or an installed plugin's (mlspec.formats); save_args are for
         values a `run` function returns (a `cmd` writes its own files)."""
-        from mlspec.formats import ALIASES
+        from mlspec.formats import ALIASES, BUILTIN
+
+        by_ext = {e.lstrip("."): f.name for f in BUILTIN.values() for e in f.extensions}  # xlsx -> excel
 
         def check(path, fmt, extra=()):
             if isinstance(fmt, str) and fmt not in self.format_names and fmt not in ALIASES and fmt not in extra:
-                known = list(self.format_names)
-                self.err(path, "unknown-format", f"unknown format '{fmt}'" + did_you_mean(fmt, known)
+                known = list(extra) + list(self.format_names)
+                hint = f"; did you mean '{by_ext[fmt.lower()]}'?" if fmt.lower() in by_ext else did_you_mean(fmt, known)
+                self.err(path, "unknown-format", f"unknown format '{fmt}'" + hint
                          + f" (known: {', '.join(known)}; more come from plugins of the mlspec.formats group)")
 
         for dname, ds in self.datasets.items():
