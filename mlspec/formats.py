@@ -69,6 +69,33 @@ def _cannot(path, fmt: str, as_kind: str) -> FormatError:
     return FormatError(f"cannot load {path} ({fmt}) as {want}")
 
 
+def _stable_zip(path, edit=None) -> None:
+    """Rewrite a zip file (an xlsx) with fixed entry times, and ``edit(name, data)`` applied to its members,
+    so that equal content gives equal bytes: a re-run that changes nothing stops the ripple (early cut-off),
+    and every backend stores the same object."""
+    import os
+    import zipfile
+
+    with zipfile.ZipFile(path) as src:
+        entries = [(info, src.read(info.filename)) for info in src.infolist()]
+    tmp = f"{path}.stable"
+    with zipfile.ZipFile(tmp, "w") as dst:
+        for info, data in entries:
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
+            dst.writestr(fixed, edit(info.filename, data) if edit else data)
+    os.replace(tmp, path)
+
+
+def _no_timestamps(name: str, data: bytes) -> bytes:
+    """An xlsx's document properties without their creation and modification times."""
+    if name != "docProps/core.xml":
+        return data
+    import re
+
+    return re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*", rb"\g<1>1980-01-01T00:00:00Z", data)
+
+
 def _json_load(path, **load_args):
     with open(path, encoding="utf-8") as fh:
         return json.load(fh, **load_args)
@@ -114,8 +141,10 @@ def _excel_load(path, as_kind, **load_args):
 
 def _excel_save(value, path, **save_args):
     if isinstance(value, dict):
-        return _excel_sheets(value, path, **save_args)
-    value.to_excel(path, **{"engine": "openpyxl", **save_args})
+        _excel_sheets(value, path, **save_args)
+    else:
+        value.to_excel(path, **{"engine": "openpyxl", **save_args})
+    _stable_zip(path, _no_timestamps)
 
 
 def _excel_saves(value) -> bool:
@@ -328,8 +357,11 @@ def _plugin(name: str) -> Format | None:
         what = f"no callable {' or '.join(missing)}()" if missing else "no `extensions` tuple"
         raise FormatError(f"the format plugin '{name}' ({ep.value}) is not a format: it has {what}; "
                           "it must be an mlspec.formats.Format")
-    _PLUGINS[name] = obj
-    return obj
+    fmt = Format(name, tuple(obj.extensions), obj.save, obj.load, getattr(obj, "saves", _all_values),
+                 getattr(obj, "saves_what", "any value"), bool(getattr(obj, "pickle_free", True)),
+                 getattr(obj, "description", ""), dict(getattr(obj, "defaults", None) or {}))
+    _PLUGINS[name] = fmt
+    return fmt
 
 
 def get(name: str) -> Format:
@@ -351,9 +383,11 @@ def guess(path: str) -> str:
 
 
 def suffix(name: str) -> str:
-    """The file extension for a format name ('' when unknown or not loaded yet)."""
-    fmt = BUILTIN.get(ALIASES.get(name, name)) or _PLUGINS.get(name)
-    return fmt.suffix if fmt else ""
+    """The file extension for a format name ('' when unknown: loading it says why)."""
+    try:
+        return get(name).suffix if name and name != "auto" else ""
+    except FormatError:
+        return ""
 
 
 def load(name: str, path: str, as_kind: str, load_args: dict | None = None):
