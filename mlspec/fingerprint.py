@@ -310,7 +310,18 @@ def step_facts(inst, code: Mapping, input_hashes: Mapping, secret_fps: Mapping, 
         out["deps"] = dict(sorted(deps["files"].items()))
     if deps.get("keys"):
         out["dep_keys"] = _keyed({f: dict(sorted(ks.items())) for f, ks in sorted(deps["keys"].items())}, secret_fps)
+    io = io_facts(step)
+    if io:  # only when declared, so that steps declaring none keep their fingerprints
+        out["io"] = io
     return out
+
+
+def io_facts(step) -> dict:
+    """Declared formats and their load/save arguments: they change what the function sees or writes."""
+    ins = {n: dict(o) for n, o in sorted(step.input_opts.items())}
+    outs = {n: {"format": o.format, "save_args": dict(o.save_args)}
+            for n, o in sorted(step.output_opts.items()) if o.format or o.save_args}
+    return {k: v for k, v in (("inputs", ins), ("outputs", outs)) if v}
 
 
 def fingerprint_of(facts: Mapping) -> str:

@@ -21,9 +21,16 @@ def backend_types() -> tuple:
     return tuple(sorted(set(available_backend_names()) | {"local", "ray", "docker"}))
 
 
+def format_names() -> tuple:
+    """Data formats a spec may name: built-ins plus installed plugins (their names only: nothing is imported)."""
+    from mlspec.formats import names
+
+    return tuple(names())
+
+
 def validate_composed(c: Composed) -> list[Diagnostic]:
     schema = schema_diagnostics(c.data, c.sources)
-    semantic = semantic_diagnostics(c.data, c.sources, backend_types())
+    semantic = semantic_diagnostics(c.data, c.sources, backend_types(), format_names())
     # where both speak about one key, the semantic check says it better (it knows the grammar)
     covered = {d.path for d in semantic}
     found = set(semantic) | {d for d in schema if d.path not in covered}
@@ -61,7 +68,7 @@ def _validation_key(c: Composed) -> str:
 
     h = xxhash.xxh3_128()
     h.update(masked_canonical(c))
-    h.update(_canonical([__version__, load_schema(), backend_types()]))
+    h.update(_canonical([__version__, load_schema(), backend_types(), format_names()]))
     return h.hexdigest()
 
 

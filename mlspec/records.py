@@ -146,3 +146,4 @@ class TaskPayload(_Record):
     env: dict = field(default_factory=dict)
     external_paths: list = field(default_factory=list)
     output_opts: dict = field(default_factory=dict)
+    output_formats: dict = field(default_factory=dict)  # output name -> {"format", "save_args"} as declared

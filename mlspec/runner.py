@@ -2,9 +2,10 @@
 
 It puts the project's code on the import path, materialises inputs (as paths, or loaded objects when
 the function's annotation asks for a DataFrame, a dict or a model), calls the function (or runs the
-`cmd`), saves what it returns (DataFrame -> parquet, dict/list -> JSON, a path -> that file, bytes ->
-raw, any other object -> pickle), stores every output in the content-addressed store and returns a
-plain result dict. Backends call :func:`execute`; the local backend runs ``python -m mlspec.runner``.
+`cmd`), saves what it returns (in the output's declared format, else DataFrame -> parquet, dict/list ->
+JSON, a path -> that file, bytes -> raw, any other object -> pickle: :mod:`mlspec.formats`), stores every
+output in the content-addressed store and returns a plain result dict. Backends call :func:`execute`; the
+local backend runs ``python -m mlspec.runner``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import pickle
 import shlex
 import subprocess
 import sys
@@ -21,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-_EXT = {"parquet": ".parquet", "json": ".json", "pickle": ".pkl", "csv": ".csv", "text": ".txt", "bytes": ".bin"}
+from mlspec import formats
 
 
 class StepFailed(Exception):
@@ -46,76 +46,42 @@ def _annotation_kind(ann) -> str:
 
 
 def _guess_format(path: str) -> str:
-    ext = Path(path).suffix.lower()
-    return {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".pkl": "pickle",
-            ".pickle": "pickle", ".jsonl": "jsonl", ".txt": "text"}.get(ext, "bytes")
+    return formats.guess(path)
 
 
-def _load(path: str, fmt: str, kind: str):
-    if kind == "path" or fmt == "dir":
+def _load(name: str, path: str, fmt: str, kind: str, load_args: dict | None = None):
+    """One input as the function's annotation asks for it; StepFailed naming the input otherwise. A directory
+    input is always its path."""
+    if fmt == "dir":
         return path
-    if fmt == "auto" or not fmt:
-        fmt = _guess_format(path)
-    if kind == "bytes":
-        return Path(path).read_bytes()
-    if kind == "dataframe":
-        import pandas as pd
-
-        if fmt == "parquet":
-            return pd.read_parquet(path)
-        if fmt == "csv":
-            return pd.read_csv(path)
-        if fmt == "jsonl":
-            return pd.read_json(path, lines=True)
-        if fmt == "json":
-            return pd.read_json(path)
-        raise StepFailed(f"cannot load {path} ({fmt}) as a DataFrame")
-    if kind == "json" or fmt == "json":
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    if fmt == "pickle":
-        with open(path, "rb") as fh:
-            return pickle.load(fh)
-    if fmt in ("parquet", "csv", "jsonl"):
-        return _load(path, fmt, "dataframe")
-    if fmt == "text":
-        return Path(path).read_text(encoding="utf-8")
-    return path
+    if load_args and kind in ("path", "bytes"):
+        raise StepFailed(f"input '{name}' has load_args, but the function takes it as {kind} (by its annotation), "
+                         "so nothing loads it: drop the load_args or annotate the parameter with the type to load")
+    try:
+        return formats.load(fmt if fmt and fmt != "auto" else formats.guess(path), path, kind, load_args)
+    except formats.FormatError as exc:
+        raise StepFailed(f"input '{name}': {exc}") from None
+    except TypeError as exc:
+        if not load_args:
+            raise
+        raise StepFailed(f"input '{name}' could not be loaded as {fmt} ({exc}): check its load_args") from None
 
 
-def _save(value, dest_base: Path) -> tuple[str, str]:
-    """Write one returned value; returns (path, format). A returned directory is a directory output."""
-    if isinstance(value, os.PathLike) or (isinstance(value, str) and os.path.exists(value)):
+def _save(value, dest_base: Path, name: str = "", fmt: str = "", save_args: dict | None = None) -> tuple[str, str]:
+    """Write one returned value (in its declared format, if any); returns (path, format). A returned directory is
+    a directory output (format "dir")."""
+    if (isinstance(value, os.PathLike) or (isinstance(value, str) and os.path.exists(value))) \
+            and not (fmt == "text" and isinstance(value, str)):
         p = Path(value)
         if p.is_dir():
             return str(p), "dir"
         if not p.is_file():
             raise StepFailed(f"returned path {p} is not a file or directory")
-        return str(p), _guess_format(str(p))
-    mod = type(value).__module__
-    if type(value).__name__ == "DataFrame" and mod.startswith("pandas"):
-        path = dest_base.with_suffix(".parquet")
-        value.to_parquet(path, index=True)
-        return str(path), "parquet"
-    if isinstance(value, (dict, list)):
-        path = dest_base.with_suffix(".json")
-        try:
-            path.write_text(json.dumps(value, sort_keys=True, indent=1, allow_nan=True), encoding="utf-8")
-            return str(path), "json"
-        except TypeError:
-            pass  # not JSON-able: pickle below
-    if isinstance(value, (bytes, bytearray)):
-        path = dest_base.with_suffix(".bin")
-        path.write_bytes(bytes(value))
-        return str(path), "bytes"
-    if isinstance(value, str):
-        path = dest_base.with_suffix(".txt")
-        path.write_text(value, encoding="utf-8")
-        return str(path), "text"
-    path = dest_base.with_suffix(".pkl")
-    with open(path, "wb") as fh:
-        pickle.dump(value, fh, protocol=5)
-    return str(path), "pickle"
+        return str(p), fmt or formats.guess(str(p))  # a file is kept as it is: a declared format names it
+    try:
+        return formats.save(value, dest_base, fmt, save_args)
+    except formats.FormatError as exc:
+        raise StepFailed(f"output '{name}' {exc}") from None
 
 
 def flatten_metrics(values: dict, prefix: str = "") -> dict:
@@ -162,7 +128,7 @@ def _stored_input(name: str, spec: dict, store, workdir: Path, dest: Path) -> tu
     except (CorruptArtifact, MlspecError) as exc:
         raise StepFailed(f"input '{name}': {exc}; the next plan re-runs "
                          f"{spec.get('from', 'the producing step').rsplit('.', 1)[0]} to make it again") from None
-    link = dest.with_name(dest.name + _EXT.get(fmt, ""))
+    link = dest.with_name(dest.name + formats.suffix(fmt))
     if not link.exists():
         os.symlink(src, link)
     return str(link), fmt
@@ -221,9 +187,10 @@ def _call_function(task: dict, inputs: dict, outdir: Path) -> tuple[dict, dict]:
 
             args = typing.get_args(ann) if not isinstance(ann, str) else ()
             member_kind = _annotation_kind(args[1] if len(args) == 2 else inspect.Parameter.empty)
-            kwargs[name] = {key: _load(mpath, mfmt, member_kind) for key, mpath, mfmt in fmt}
+            kwargs[name] = {key: _load(name, mpath, mfmt, member_kind, task["inputs"][name].get("load_args"))
+                            for key, mpath, mfmt in fmt}
         else:
-            kwargs[name] = _load(path, fmt, _annotation_kind(ann))
+            kwargs[name] = _load(name, path, fmt, _annotation_kind(ann), task["inputs"][name].get("load_args"))
     for k, v in task["params"].items():
         kwargs[k] = v
     if not accepts_any:
@@ -233,9 +200,14 @@ def _call_function(task: dict, inputs: dict, outdir: Path) -> tuple[dict, dict]:
                              f"{'them' if len(missing) > 1 else 'it'} as keyword parameter"
                              f"{'s' if len(missing) > 1 else ''} (or **kwargs)")
         kwargs = {k: v for k, v in kwargs.items() if k in sig.parameters}
-    result = func(**kwargs)
+    from mlspec.steplog import captured
+
+    with captured():
+        result = func(**kwargs)
     if result is None:
         result = {}
+    if isinstance(result, tuple) and len(task["outputs"]) > 1:
+        result = _by_position(task, result)
     if not isinstance(result, dict):
         if len(task["outputs"]) == 1:
             result = {task["outputs"][0]: result}
@@ -260,11 +232,22 @@ def _call_function(task: dict, inputs: dict, outdir: Path) -> tuple[dict, dict]:
         if name not in result:
             raise StepFailed(f"{task['run']}() did not return output '{name}' (returned: "
                              f"{', '.join(sorted(result)) or 'nothing'})")
-        outputs[name] = _save(result.pop(name), outdir / name)
+        declared = (task.get("output_formats") or {}).get(name) or {}
+        outputs[name] = _save(result.pop(name), outdir / name, name, declared.get("format", ""),
+                              declared.get("save_args"))
     if result:
         raise StepFailed(f"{task['run']}() returned undeclared outputs: {', '.join(sorted(result))}; "
                          "declare them under `outputs:` (or `metrics:`)")
     return outputs, metrics
+
+
+def _by_position(task: dict, values: tuple) -> dict:
+    """A tuple return: its items are the declared outputs, in declared order."""
+    names = task["outputs"]
+    if len(values) != len(names):
+        raise StepFailed(f"{task['run']}() returned {len(values)} values, but the step declares {len(names)} outputs "
+                         f"({', '.join(names)}): return one value per output, in that order (or a dict)")
+    return dict(zip(names, values))
 
 
 def _run_cmd(task: dict, inputs: dict, outdir: Path, project_dir: str) -> tuple[dict, dict]:
@@ -311,7 +294,8 @@ def _run_cmd(task: dict, inputs: dict, outdir: Path, project_dir: str) -> tuple[
         if not os.path.isfile(path):
             raise StepFailed(f"command did not write output '{name}' (expected a file or directory at "
                              f"$MLSPEC_OUTPUT_{name.upper()} / ${{outputs.{name}}})")
-        outputs[name] = (path, _guess_format(path))
+        declared = ((task.get("output_formats") or {}).get(name) or {}).get("format")
+        outputs[name] = (path, declared or _guess_format(path))
     try:
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     except ValueError as exc:

@@ -67,8 +67,9 @@ def cron_error(expr: Any) -> str:
 
 
 class _Checker:
-    def __init__(self, data: Mapping, smap: SourceMap, backend_types: tuple):
+    def __init__(self, data: Mapping, smap: SourceMap, backend_types: tuple, format_names: tuple = ()):
         self.data, self.smap, self.backend_types = data, smap, backend_types
+        self.format_names = format_names
         self.diags: list[Diagnostic] = []
         self.datasets = _m(data.get("datasets"))
         self.steps = _m(data.get("steps"))
@@ -207,6 +208,7 @@ class _Checker:
         self.check_monitors()
         self.check_triggers()
         self.check_residency()
+        self.check_formats()
         return self.diags
 
     def check_steps(self):
@@ -279,6 +281,33 @@ class _Checker:
                         self.err(base + ("cmd",), "bad-placeholder",
                                  f"${{{group}.{key}}} in cmd: step '{name}' has no {group[:-1]} '{key}'"
                                  + did_you_mean(key, list(map(str, table))))
+
+    def check_formats(self) -> None:
+        """Every declared format is a built-in or an installed plugin's (mlspec.formats); save_args are for
+        values a `run` function returns (a `cmd` writes its own files)."""
+        from mlspec.formats import ALIASES, BUILTIN
+
+        by_ext = {e.lstrip("."): f.name for f in BUILTIN.values() for e in f.extensions}  # xlsx -> excel
+
+        def check(path, fmt, extra=()):
+            if isinstance(fmt, str) and fmt not in self.format_names and fmt not in ALIASES and fmt not in extra:
+                known = list(extra) + list(self.format_names)
+                hint = f"; did you mean '{by_ext[fmt.lower()]}'?" if fmt.lower() in by_ext else did_you_mean(fmt, known)
+                self.err(path, "unknown-format", f"unknown format '{fmt}'" + hint
+                         + f" (known: {', '.join(known)}; more come from plugins of the mlspec.formats group)")
+
+        for dname, ds in self.datasets.items():
+            check(("datasets", dname, "format"), _m(ds).get("format"), ("auto",))
+        for name, step in self.steps.items():
+            step = _m(step)
+            for in_name, decl in _m(step.get("inputs")).items():
+                check(("steps", name, "inputs", in_name, "format"), _m(decl).get("format"))
+            for out, decl in _m(step.get("outputs")).items():
+                check(("steps", name, "outputs", out, "format"), _m(decl).get("format"))
+                if step.get("cmd") and _m(decl).get("save_args"):
+                    self.err(("steps", name, "outputs", out, "save_args"), "save-args-on-cmd",
+                             f"save_args apply to values a `run` function returns; step '{name}' runs a `cmd`, "
+                             f"which writes {out} itself: drop save_args (its `format` still names the file's format)")
 
     def check_output_paths(self) -> None:
         """Declared output paths: one owner each, not nested in another, not on a matrix step (its instances
@@ -546,6 +575,10 @@ def _location_of(checker: "_Checker", step: Mapping) -> tuple[str, str]:
 
 
 
-def semantic_diagnostics(data: Mapping, smap: SourceMap, backend_types: tuple = BUILTIN_BACKEND_TYPES
-                         ) -> list[Diagnostic]:
-    return _Checker(data, smap, backend_types).run()
+def semantic_diagnostics(data: Mapping, smap: SourceMap, backend_types: tuple = BUILTIN_BACKEND_TYPES,
+                         format_names: tuple | None = None) -> list[Diagnostic]:
+    if format_names is None:
+        from mlspec.formats import BUILTIN
+
+        format_names = tuple(BUILTIN)
+    return _Checker(data, smap, backend_types, format_names).run()

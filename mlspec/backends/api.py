@@ -21,6 +21,8 @@ from mlspec.errors import MlspecError
 API_VERSION = 1
 #: the runner's task payload (mlspec.runner). A worker refuses a payload of another format, naming both mlspec
 #: versions: a backend whose environment (a container image, a Ray cluster) has another mlspec fails clearly.
+#: 2: inputs carry load_args, a declared format, or a gather (one entry per matrix instance); `output_formats`
+#: the outputs' declared formats, `output_opts` their project paths and types (a runner of 1 would ignore them).
 TASK_FORMAT_VERSION = 2
 
 

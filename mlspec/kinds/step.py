@@ -108,7 +108,7 @@ def diff_reasons(record: Mapping | None, now: Mapping, upstream_unknown=()) -> l
     for up in sorted(set(upstream_unknown)):
         reasons.append(Reason(ReasonCode.UPSTREAM_RERUN, up))
     old = record.get("facts") or {}
-    for key in ("run", "cmd", "outputs", "metrics", "env"):
+    for key in ("run", "cmd", "outputs", "metrics", "env", "io"):
         if old.get(key) != now.get(key):
             if _sensitive(old.get(key)) or _sensitive(now.get(key)):
                 reasons.append(Reason(ReasonCode.SECRET_CHANGED, key))
@@ -357,13 +357,21 @@ class StepKind(ResourceKind):
                 out = run.state.resources[ref.resource]["outputs"][ref.output]
                 inputs[ref.name] = {"hash": out["hash"], "format": out.get("format", "auto"),
                                     "from": f"{ref.resource}.{ref.output}"}
+            declared = inst.step.input_opts.get(ref.name)
+            if declared:  # a declared format overrides the dataset's or the recorded one (each gathered one's)
+                inputs[ref.name].update({k: declared[k] for k in ("format", "load_args") if declared.get(k)})
+                for m in inputs[ref.name].get("gather", ()) if declared.get("format") else ():
+                    m["format"] = declared["format"]
         params = {k: (str.__str__(v) if isinstance(v, Secret) else v) for k, v in inst.params.items()}
         return TaskPayload(TASK_FORMAT_VERSION, run.mlspec_version, inst.address, inst.step.run, inst.step.cmd,
                            params, inputs, list(inst.step.outputs), list(inst.step.metrics), str(spec.project_dir),
                            list(run.code_paths),
                            {"url": run.project.artifacts.url, "options": dict(spec.storage.options)},
                            dict(inst.step.env), list(inst.step.external_paths),
-                           {k: {"path": o.path, "type": o.type} for k, o in inst.step.output_opts.items()}).to_dict()
+                           output_opts={k: {"path": o.path, "type": o.type} for k, o in inst.step.output_opts.items()},
+                           output_formats={n: {"format": o.format, "save_args": dict(o.save_args)}
+                                           for n, o in inst.step.output_opts.items() if o.format or o.save_args}
+                           ).to_dict()
 
     def materialise(self, node: Node, outputs: Mapping, run, strict: bool = False) -> None:
         """Put each output that declares a project path there (nothing to do for the others). A failure is a

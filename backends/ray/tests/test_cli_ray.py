@@ -42,6 +42,14 @@ def nap(seconds: float = 1.0, i: int = 0):
     return {"out": {"i": i, "slept": seconds}}
 
 
+def split(raw: pd.DataFrame):
+    import logging
+
+    logging.getLogger("rayproj.split").info("splitting %d rows", len(raw))
+    print("printed too")
+    return raw[raw["x"] % 2 == 0], raw[raw["x"] % 2 == 1]
+
+
 def hang(pid_file: str, seconds: float = 120.0):
     import os
 
@@ -71,6 +79,20 @@ steps:
     run: rayproj.steps:evaluate
     inputs: {model: step.train.model, clean: step.prepare.clean}
     metrics: [mse, slope]
+"""
+
+FORMATS = """
+project: rayformats
+datasets:
+  points: {uri: data/points.csv}
+steps:
+  split:
+    run: rayproj.steps:split
+    inputs:
+      raw: {from: dataset.points, load_args: {nrows: 100}}
+    outputs:
+      even: {format: csv, save_args: {sep: "|"}}
+      odd: {format: jsonl}
 """
 
 NAPS = """
@@ -164,6 +186,21 @@ def test_backend_switch_runs_nothing_and_ray_reproduces_local_hashes(tmp_path, r
     for addr in ("step.evaluate[C=0.01]", "step.evaluate[C=1.0]", "step.evaluate[C=100.0]"):
         assert ray_doc["resources"][addr]["metrics"] == local_doc["resources"][addr]["metrics"]
     print(f"\nfresh apply of 7 steps on Ray (CLI, including connect): {took:.1f}s")
+
+
+def test_declared_formats_tuples_and_logging_on_ray(tmp_path, ray_cluster):
+    """The Ray backend runs the same runner: load_args, save_args, a tuple return, logging in the step log."""
+    project = make_project(tmp_path / "f", FORMATS)
+    r = cli(project, "apply", "--auto-approve", *ray_overrides(ray_cluster))
+    assert r.returncode == 0, show(r)
+    outs = json.loads((project / ".mlspec/state/default.state.json").read_text())["resources"]["step.split"]["outputs"]
+    assert {k: v["format"] for k, v in outs.items()} == {"even": "csv", "odd": "jsonl"}
+    r = cli(project, "artifacts", "get", "step.split.even", str(tmp_path / "even.csv"), *ray_overrides(ray_cluster))
+    assert r.returncode == 0, show(r)
+    rows = (tmp_path / "even.csv").read_text().splitlines()
+    assert rows[0] == "x|y" and len(rows) == 51, rows[:3]  # the first 100 rows (load_args), even x ('|', save_args)
+    r = cli(project, "logs", "step.split", *ray_overrides(ray_cluster))
+    assert "INFO rayproj.split: splitting 100 rows" in r.stdout and "printed too" in r.stdout, show(r)
 
 
 def test_matrix_runs_in_parallel_on_the_cluster(tmp_path, ray_cluster):
