@@ -36,7 +36,7 @@ def test_init_writes_a_project_that_validates_and_plans(tmp_path, template):
 
 def test_init_unknown_template(tmp_path):
     r = run_cli("init", str(tmp_path / "x"), "--template", "nope")
-    assert r.returncode == 1 and "available: churn, minimal" in r.stderr
+    assert r.returncode == 1 and "available: churn, dvc-get-started, minimal" in r.stderr
 
 
 def test_minimal_example_applies(tmp_path):
