@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", parents=[common], help="create a runnable project")
     p.add_argument("dir", nargs="?", default=None, help="directory to create (default: the project directory)")
-    p.add_argument("--template", default="minimal", help="minimal or churn (default: minimal)")
+    p.add_argument("--template", default="minimal",
+                   help="a directory of the package's examples: minimal, churn, dvc-get-started, ... (default: minimal)")
     p.add_argument("--force", action="store_true", help="write into a non-empty directory")
 
     p = sub.add_parser("validate", parents=[common], help="check the spec: schema, references, graph, expressions")

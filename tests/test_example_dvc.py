@@ -78,6 +78,9 @@ def test_dvc_get_started_apply_change_revert(tmp_path):
     on_disk = json.loads((root / "eval/metrics.json").read_text())   # the dvclive-style nested file
     assert {f"{k}.{split}": v for k, d in on_disk.items() for split, v in d.items()} == metrics
     assert metrics["roc_auc.test"] > 0.8, "the synthetic posts should be learnable"
+    # lineage names a cmd step's params-file keys and file deps (they are its params, for a DVC user)
+    lin = _ok(root, "lineage", "step.featurize")
+    assert "params.yaml:featurize.max_features=100" in lin and "deps: src/featurization.py" in lin, lin
 
     plots = json.loads(_ok(root, "plots", "show", "--format", "json"))["plots"]
     assert {p["output"]: p["type"] for p in plots} == {

@@ -127,7 +127,8 @@ def _lineage(resources: dict, address: str, output: str, seen: set) -> dict:
         return node
     facts = rec.get("facts") or {}
     node.update(kind="step", run_id=rec.get("run_id"), fingerprint=rec.get("fingerprint"),
-                run=facts.get("run") or facts.get("cmd"), params=facts.get("params"), code=facts.get("code"))
+                run=facts.get("run") or facts.get("cmd"), params=facts.get("params"), code=facts.get("code"),
+                deps=facts.get("deps") or {}, dep_keys=facts.get("dep_keys") or {})
     if output:
         node["hash"] = (rec.get("outputs") or {}).get(output, {}).get("hash")
     inputs = []
@@ -154,9 +155,15 @@ def _print_tree(console: Console, node: dict, depth: int) -> None:
         return
     h = f"  {node['hash']}" if node.get("hash") else ""
     console.print(f"{pad}{name}{node['address']}{h}  (run {node.get('run_id')})")
-    console.print(f"{pad}    code: {node.get('run')}  " + ", ".join(f"{f}" for f in sorted(node.get("code") or {})))
-    if node.get("params"):
-        console.print(f"{pad}    params: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(node["params"].items())))
+    code = ", ".join(f"{f}" for f in sorted(node.get("code") or {}))
+    console.print(f"{pad}    code: {node.get('run')}" + (f"  {code}" if code else ""))
+    if node.get("deps"):
+        console.print(f"{pad}    deps: " + ", ".join(sorted(node["deps"])))
+    params = [f"{k}={json.dumps(v)}" for k, v in sorted((node.get("params") or {}).items())]
+    params += [f"{f}:{k}={json.dumps(v)}" for f, ks in sorted((node.get("dep_keys") or {}).items())
+               for k, v in sorted(ks.items())]
+    if params:
+        console.print(f"{pad}    params: " + ", ".join(params))
     for child in node.get("inputs", []):
         _print_tree(console, child, depth + 1)
 
