@@ -141,6 +141,9 @@ def test_logs_metrics_lineage_artifacts(project, tmp_path):
         'def side(raw: pd.DataFrame):\n', 'def side(raw: pd.DataFrame):\n    print("hello from side")\n'))
     assert project.apply().returncode == 0
     assert project.run("logs", "step.side").stdout.strip() == "hello from side"
+    r = project.run("logs", "step.train")  # a step that fans out: the error names its instances
+    assert r.returncode == 1 and "step.train fans out: name one instance: 'step.train[C=0.1]', 'step.train[C=1.0]'" \
+        in r.stderr, r.stderr
     m = json.loads(project.run("metrics", "show", "--format", "json").stdout)
     assert {"address": "step.evaluate[C=0.1]", "metric": "score", "value": 4.2} in m
     lin = json.loads(project.run("lineage", "step.evaluate[C=1.0]", "--format", "json").stdout)

@@ -20,6 +20,12 @@ def _project(args) -> Project:
 def recorded(project: Project, address: str) -> dict:
     st = project.read_state()
     if address not in st.resources:
+        instances = sorted(a for a in st.resources if a.startswith(address + "["))
+        if instances:  # a step that fans out: each instance has its own record
+            shown = ", ".join(f"'{a}'" for a in instances[:5]) + (f" and {len(instances) - 5} more"
+                                                                   if len(instances) > 5 else "")
+            raise MlspecError(f"{address} fans out: name one instance: {shown}",
+                              hint="quote the brackets in the shell; `mlspec state list` lists them all")
         raise MlspecError(f"no recorded {address}{did_you_mean(address, st.resources)}",
                           hint="it has not been applied yet, or see `mlspec state list`")
     return st.resources[address]
