@@ -43,7 +43,7 @@ def _nest(data: Any, prefix: tuple) -> Any:
 
 
 def compose_fast(primary: YamlSource, project_dir: Path, spec_path: Path, search_dirs: list, overrides: list,
-                  group_names: set) -> Composed | None:
+                  group_names: set, *, load=load_yaml) -> Composed | None:
     """Compose without Hydra when the spec uses only what we can reproduce exactly.
 
     Hydra + OmegaConf cost ~1.5 ms per step of a large spec (10 s for 2,000 steps): most of `validate`
@@ -103,7 +103,7 @@ def compose_fast(primary: YamlSource, project_dir: Path, spec_path: Path, search
         if gfile is None:
             return None
         shown = shown_group_file(gfile, project_dir)
-        gsrc = load_yaml(gfile, shown, require_mapping=False)
+        gsrc = load(gfile, shown, require_mapping=False)
         if "${" in gsrc.text or (isinstance(gsrc.data, dict) and "defaults" in gsrc.data):
             return None
         if gsrc.data is not None and not isinstance(gsrc.data, dict):
