@@ -152,6 +152,20 @@ PLAIN = {
             run: m.s:f
             params: {auth: "Bearer ${secrets.api}", again: "${.auth}"}
     """,
+    "edge forms: empty, numeric-looking and unicode text, exponents, dashes, a $ before an interpolation": """
+        project: demo
+        empty: ""
+        zeros: "007"
+        big: 1e20
+        small: 1.5e-7
+        x-y: 1
+        uni: é
+        through: ${lit}
+        lit: '\\${not.resolved}'
+        out: ["${empty}", "x${empty}y", "v${zeros}", "${zeros}", "v${big}", "${small}", "${x-y}", "→${uni}",
+              "${uni}{x}", "${x-y}${x-y}", "$${big}"]
+        rows: [{a: 1, b: "${.a}", c: "${..0.a}"}]
+    """,
 }
 
 HYDRA = {
@@ -217,6 +231,13 @@ HYDRA = {
         project: demo
         a: ???
         b: ${a}
+    """,
+    "a number as a key, a key starting with a digit, dots above the root": """
+        project: demo
+        m: {1: a, 1a: q}
+        r: ${m.1}
+        s: ${m.1a}
+        t: {u: "${...project}"}
     """,
     "a resolver in a nested interpolation": """
         project: demo
