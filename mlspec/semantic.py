@@ -66,6 +66,42 @@ def cron_error(expr: Any) -> str:
     return ""
 
 
+def _all_keys_text(node: Any) -> bool:
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for k in node:
+                if not isinstance(k, str):
+                    return False
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return True
+
+
+def _topological_order(deps: Mapping) -> list | None:
+    """The nodes of ``deps`` (node -> the nodes it needs, all keys of ``deps``) in a topological order, or
+    None when they form a cycle. Kahn's algorithm: linear, where graphlib's prepare() and static_order()
+    took 0.5 s at 50,000 steps."""
+    users: dict = {n: [] for n in deps}
+    waiting = {}
+    for n, ups in deps.items():
+        waiting[n] = len(ups)
+        for u in ups:
+            users[u].append(n)
+    ready = [n for n, k in waiting.items() if k == 0]
+    out = []
+    while ready:
+        n = ready.pop()
+        out.append(n)
+        for m in users[n]:
+            waiting[m] -= 1
+            if waiting[m] == 0:
+                ready.append(m)
+    return out if len(out) == len(deps) else None
+
+
 class _Checker:
     def __init__(self, data: Mapping, smap: SourceMap, backend_types: tuple, format_names: tuple = ()):
         self.data, self.smap, self.backend_types = data, smap, backend_types
@@ -78,11 +114,25 @@ class _Checker:
         self.monitors = _m(data.get("monitors"))
         self.triggers = _m(data.get("triggers"))
         self.backends = _m(data.get("backends"))
+        self._parsed: dict = {}
 
     def err(self, path, code, message, prefer_key=False):
         self.diags.append(self.smap.diag(path, code, message, prefer_key=prefer_key))
 
     # --- references ---------------------------------------------------------------------------
+    def parse(self, ref: str):
+        """parse_address, once per text (every step input is read by check_ref and again for the graph)."""
+        a = self._parsed.get(ref)
+        if a is None:
+            try:
+                a = parse_address(ref)
+            except ValueError as exc:
+                a = exc
+            self._parsed[ref] = a
+        if isinstance(a, ValueError):
+            raise a
+        return a
+
     def outputs_of(self, step: str) -> list[str]:
         outs = _m(self.steps.get(step)).get("outputs")
         if isinstance(outs, dict):
@@ -117,7 +167,7 @@ class _Checker:
         if not isinstance(ref, str):
             return None
         try:
-            a = parse_address(ref)
+            a = self.parse(ref)
         except ValueError as exc:
             self.err(path, "bad-reference", str(exc))
             return None
@@ -185,6 +235,8 @@ class _Checker:
     def check_keys(self, node: Any, path: tuple = ()) -> None:
         """Every mapping key is text: a number or boolean key (YAML `1:`, `true:`) cannot name a param,
         an option or a column, and would break the spec's digest and the state."""
+        if not path and _all_keys_text(node):  # the usual case, found without building 450,000 key paths
+            return
         if isinstance(node, dict):
             for k, v in node.items():
                 shown = str(k).lower() if isinstance(k, bool) else str(k)
@@ -369,7 +421,7 @@ class _Checker:
                         ref = ref.get("from")
                     try:
                         if isinstance(ref, str):
-                            refs.append(parse_address(ref))
+                            refs.append(self.parse(ref))
                     except ValueError:
                         pass
                 self._input_refs[n] = refs
@@ -383,8 +435,10 @@ class _Checker:
         deps = self.step_deps()
         import graphlib
 
+        order = _topological_order(deps)
         try:
-            graphlib.TopologicalSorter(deps).prepare()
+            if order is None:  # graphlib names the cycle
+                graphlib.TopologicalSorter(deps).prepare()
         except graphlib.CycleError as exc:
             cyc = list(exc.args[1])  # each step feeds the next: data-flow order
             # rotate so the cycle starts at its smallest name: stable output
@@ -394,10 +448,11 @@ class _Checker:
             text = " -> ".join(f"step.{n}" for n in body + [body[0]])
             self.err(("steps", body[0]), "cycle", f"the steps form a cycle (each reads an output of the one before): {text}", prefer_key=True)
             return
+        if order is None:  # pragma: no cover - Kahn's algorithm stops short only on a cycle
+            return
         # matrix keys may not repeat upstream fan-out keys
         coords: dict[str, set] = {}
-        ts = graphlib.TopologicalSorter(deps)
-        for name in ts.static_order():
+        for name in order:
             step = _m(self.steps[name])
             inherited: set = set()
             for a in self.input_refs(name):

@@ -206,6 +206,8 @@ class YamlSource:
     def _ensure_marks(self) -> tuple:
         if self._marks is None:
             self._marks = ({}, {})
+            if self.root is None and self.text:  # the data came from the parse cache: parse for positions
+                self.root = _node_tree(self.text)
             if self.root is not None:
                 _walk(self.root, (), self, [])
         return self._marks
@@ -240,6 +242,17 @@ class YamlSource:
                 return len(p)
             p = p[:-1]
         return 0
+
+
+def _node_tree(text: str) -> yaml.Node | None:
+    """The YAML node tree of text that parsed before (None if it no longer does)."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    except yaml.YAMLError:
+        return None
+    finally:
+        loader.dispose()
 
 
 def _mark(node: yaml.Node) -> tuple[int, int]:
@@ -338,6 +351,14 @@ def parse_yaml(text: str, file: str, *, require_mapping: bool = True) -> YamlSou
             # scanning them again and again (they are still freed by reference counting)
             gc.freeze()
             gc.enable()
+    check_root(src, require_mapping, diags)
+    return src
+
+
+def check_root(src: YamlSource, require_mapping: bool, diags: list | None = None) -> None:
+    """Raise SpecError for ``diags`` and, when a mapping is required, for an empty file or another root type."""
+    diags = list(diags or ())
+    file = src.file
     if require_mapping:
         if src.data is None:
             diags.append(Diagnostic(file, 1, 1, "", "empty-spec",
@@ -349,19 +370,21 @@ def parse_yaml(text: str, file: str, *, require_mapping: bool = True) -> YamlSou
                                     f"the top level must be a mapping of keys (project:, steps:, ...), got a {kind}"))
     if diags:
         raise SpecError(diags)
-    return src
 
 
-def load_yaml(path: str | os.PathLike, shown_as: str | None = None, *, require_mapping: bool = True) -> YamlSource:
-    shown = shown_as or str(path)
+def read_yaml_text(path: str | os.PathLike, shown: str) -> str:
     try:
         with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+            return fh.read()
     except FileNotFoundError:
         raise SpecError([Diagnostic(shown, 0, 0, "", "file-not-found", "file not found")]) from None
     except UnicodeDecodeError as exc:
         raise SpecError([Diagnostic(shown, 0, 0, "", "not-utf8", f"the file is not UTF-8 text ({exc.reason})")]) from None
-    return parse_yaml(text, shown, require_mapping=require_mapping)
+
+
+def load_yaml(path: str | os.PathLike, shown_as: str | None = None, *, require_mapping: bool = True) -> YamlSource:
+    shown = shown_as or str(path)
+    return parse_yaml(read_yaml_text(path, shown), shown, require_mapping=require_mapping)
 
 
 def check_alias_limit(path: str | os.PathLike, shown_as: str | None = None) -> None:

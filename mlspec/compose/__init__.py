@@ -23,10 +23,11 @@ from mlspec.compose.fast import compose_fast
 from mlspec.compose.groups import (DEFAULT_SPEC, PACKAGE_RE, available_options, defaults_diags, defaults_groups,
                                    find_group_file, parse_override)
 from mlspec.compose.hydra import hydra_compose, to_data
+from mlspec.compose.parsed import ParseCache
 from mlspec.compose.sources import (Composed, Override, SourceMap, builtin_configs_dir, format_path, printable,
                                     relpath, sensitivity_of, shown_group_file)
 from mlspec.errors import Diagnostic, MlspecError, SpecError, did_you_mean
-from mlspec.yamlsrc import check_alias_limit, load_yaml
+from mlspec.yamlsrc import check_alias_limit
 
 __all__ = ["Composed", "Override", "SourceMap", "available_options", "builtin_configs_dir", "compose",
            "format_path", "printable", "DEFAULT_SPEC"]
@@ -46,7 +47,8 @@ def compose(project_dir: str | os.PathLike = ".", spec_file: str | None = None,
         raise MlspecError(f"no spec at {relpath(spec_path, Path.cwd())}",
                           hint="create one with `mlspec init`, or point at it with -f FILE / -C DIR")
     shown = relpath(spec_path, project_dir)
-    primary = load_yaml(spec_path, shown)  # syntax, tabs, empty file, root type, duplicate keys
+    cache = ParseCache.for_project(project_dir)
+    primary = cache.load(spec_path, shown)  # syntax, tabs, empty file, root type, duplicate keys
 
     builtin = builtin_configs_dir()
     config_dir = spec_path.parent
@@ -90,8 +92,10 @@ def compose(project_dir: str | os.PathLike = ".", spec_file: str | None = None,
         raise SpecError(diags)
 
     if os.environ.get("MLSPEC_COMPOSE") != "hydra":
-        fast = compose_fast(primary, project_dir, spec_path, search_dirs, list(overrides), group_names)
+        fast = compose_fast(primary, project_dir, spec_path, search_dirs, list(overrides), group_names,
+                            load=cache.load)
         if fast is not None:
+            cache.save(fast.sensitive)
             return fast
 
     # Hydra parses group files itself and would expand a "billion laughs" before we see it: bound them first
@@ -110,7 +114,7 @@ def compose(project_dir: str | os.PathLike = ".", spec_file: str | None = None,
         gfile = find_group_file(group, str(option), search_dirs)
         if gfile is None:
             continue
-        gsrc = load_yaml(gfile, shown_group_file(gfile, project_dir), require_mapping=False)
+        gsrc = cache.load(gfile, shown_group_file(gfile, project_dir), require_mapping=False)
         m = PACKAGE_RE.search(gsrc.text)
         pkg = m.group(1) if m else group.replace("/", ".")
         prefix = () if pkg == "_global_" else tuple(pkg.replace("_group_", group).split("."))
@@ -119,6 +123,8 @@ def compose(project_dir: str | os.PathLike = ".", spec_file: str | None = None,
     smap.sources = ([primary_entry] + group_sources) if _self_last is False else (group_sources + [primary_entry])
 
     data, interp, interp_diags = to_data(cfg, smap)
-    return Composed(data=data, sources=smap, sensitive=sensitivity_of(data, interp), choices=dict(choices),
-                    diagnostics=tuple(interp_diags),
-                    spec_file=spec_path)
+    composed = Composed(data=data, sources=smap, sensitive=sensitivity_of(data, interp), choices=dict(choices),
+                        diagnostics=tuple(interp_diags),
+                        spec_file=spec_path)
+    cache.save(composed.sensitive)
+    return composed
