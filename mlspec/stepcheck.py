@@ -188,9 +188,9 @@ def check(project_dir, code_paths: list[str], calls: list[StepCall], cache_path=
     for exe, targets in sorted(pending.items()):
         answers = _ask(exe, project_dir, code_paths, sorted(targets), timeout)
         for target, uses in targets.items():
-            verdicts = answers.get(target)
+            verdict = answers.get(target)
             for call, key in uses:
-                problems = _problems(call, verdicts, project_dir, code_paths, exe)
+                problems = _problems(call, verdict, project_dir, code_paths, exe)
                 if not problems and cache is not None:
                     cache.add(key)
                 found.extend((call.step, msg, err) for msg, err in problems)
@@ -208,8 +208,42 @@ def _grouped(found: list[tuple[str, str, bool]]) -> list[Finding]:
 
 
 def _ask(exe: str, project_dir: str, code_paths: list[str], targets: list, timeout: float) -> dict:
-    """Run the check process; target -> its verdicts (a list of dicts), or a "checker" verdict explaining
-    why there is none (timeout, the process could not start or died)."""
+    """target -> its verdict from the check process, or a "checker" verdict saying why there is none. A
+    module that ends the process is named, and the targets after it are checked by a new process, all
+    within ``timeout``."""
+    import time
+
+    answers: dict = {}
+    remaining = list(targets)
+    deadline = time.monotonic() + timeout
+    while remaining:
+        ran = _run_once(exe, project_dir, code_paths, remaining, max(deadline - time.monotonic(), 0.1))
+        if isinstance(ran, str):  # could not start
+            answers.update({t: {"checker": ran} for t in remaining})
+            break
+        out, err, timed_out, code = ran
+        answers.update(_parse(out, remaining))
+        remaining = [t for t in remaining if t not in answers]
+        if not remaining:
+            break
+        stopped = remaining[0][0]  # targets are answered in order: this module hung or ended the process
+        if timed_out:
+            for t in remaining:
+                why = (f"importing {stopped} did not finish within {timeout:g}s" if t[0] == stopped
+                       else f"not checked: importing {stopped} did not finish within {timeout:g}s")
+                answers[t] = {"checker": f"{why} (set {TIMEOUT_VAR} to wait longer)"}
+            break
+        last = (err.decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
+        for t in remaining:
+            if t[0] == stopped:
+                answers[t] = {"checker": f"the check process ended (exit code {code}) while importing {stopped}"
+                                         f"{': ' + last if last else ''}", "crashed": True}
+        remaining = [t for t in remaining if t[0] != stopped]
+    return answers
+
+
+def _run_once(exe: str, project_dir: str, code_paths: list[str], targets: list, timeout: float):
+    """(stdout, stderr, timed out, exit code) of one check process, or why it could not start."""
     import subprocess
 
     from mlspec.worker import TOKEN_VAR
@@ -221,7 +255,7 @@ def _ask(exe: str, project_dir: str, code_paths: list[str], targets: list, timeo
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=project_dir, env=env,
                                 start_new_session=True)
     except OSError as exc:
-        return {t: [{"checker": f"cannot start {exe}: {exc.strerror or exc}"}] for t in targets}
+        return f"could not be checked: cannot start {exe}: {exc.strerror or exc}"
     timed_out = False
     try:
         try:
@@ -236,7 +270,7 @@ def _ask(exe: str, project_dir: str, code_paths: list[str], targets: list, timeo
     finally:
         if proc.poll() is None:  # interrupted (Ctrl-C)
             _stop(proc)
-    return _answers(out, err, targets, timed_out, timeout, proc.returncode)
+    return out, err, timed_out, proc.returncode
 
 
 def _stop(proc) -> None:
@@ -263,7 +297,9 @@ def _stop(proc) -> None:
         pass
 
 
-def _answers(out: bytes, err: bytes, targets: list, timed_out: bool, timeout: float, code) -> dict:
+def _parse(out: bytes, targets: list) -> dict:
+    """target -> verdict, for the targets the process answered (a module that failed to import answers
+    for all of its targets)."""
     modules: dict = {}
     functions: dict = {}
     for raw in out.decode("utf-8", "replace").splitlines():
@@ -275,26 +311,13 @@ def _answers(out: bytes, err: bytes, targets: list, timed_out: bool, timeout: fl
             functions[msg["target"]] = msg
         elif "module" in msg:
             modules[msg["module"]] = msg
-    answers: dict = {}
-    stopped = None  # the first module without an answer: the one that hung or ended the process
-    for i, (module, function, names) in enumerate(targets):
-        if module in modules and modules[module].get("error"):
-            answers[(module, function, names)] = [modules[module]]
+    got: dict = {}
+    for i, t in enumerate(targets):
+        if t[0] in modules:
+            got[t] = modules[t[0]]
         elif i in functions:
-            answers[(module, function, names)] = [functions[i]]
-        else:
-            if stopped is None:
-                stopped = module
-            if timed_out:
-                why = (f"importing {stopped} did not finish within {timeout:g}s" if module == stopped
-                       else f"not checked: importing {stopped} did not finish within {timeout:g}s")
-                text = f"{why} (set {TIMEOUT_VAR} to wait longer)"
-            else:
-                last = (err.decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
-                text = (f"the check process ended (exit code {code}) while importing {stopped}"
-                        f"{': ' + last if last else ''}")
-            answers[(module, function, names)] = [{"checker": text, "crashed": module == stopped and not timed_out}]
-    return answers
+            got[t] = functions[i]
+    return got
 
 
 def _rel(path: str, project_dir: str) -> str:
@@ -331,11 +354,10 @@ def _near(module: str, code_paths: list[str]) -> str:
     return ""
 
 
-def _problems(call: StepCall, verdicts, project_dir: str, code_paths: list[str], exe: str) -> list[tuple]:
-    """(message, is error) for one call, from the subprocess's verdict."""
-    if not verdicts:
+def _problems(call: StepCall, v: dict | None, project_dir: str, code_paths: list[str], exe: str) -> list[tuple]:
+    """(message, is error) for one call, from the check process's verdict."""
+    if v is None:
         return [("could not be checked (no answer from the check process)", False)]
-    v = verdicts[0]
     if "checker" in v:
         # a module that ends the process when imported would end the step too (an error here); a timeout
         # or a check that could not start says nothing certain about the step (a warning)
