@@ -413,7 +413,7 @@ def _function_problems(call: StepCall, v: dict, project_dir: str) -> list[tuple]
         hint = f" (did you mean '{best[0]}'?)" if best else ""
         return [(f"{where} has no function '{fn}'{hint}: fix its `run:`", True)]
     if v.get("not_callable"):
-        return [(f"'{call.module}:{fn}' is a {v['not_callable']}, not a function: fix its `run:`", True)]
+        return [(f"'{call.module}:{fn}' is not a function (it is a {v['not_callable']}): fix its `run:`", True)]
     where = _rel(v.get("file") or "", project_dir)
     name = f"{fn}() ({where}:{v['line']})" if where and v.get("line") else f"{fn}()"
     out = []
