@@ -53,12 +53,13 @@ def active_steps(plan) -> set:
     return {c.address for c in plan.changes if c.kind == "step" and c.action not in (Action.NOOP, Action.DELETE)}
 
 
-def requirements_by_backend(project, instances, plan, checked: frozenset = frozenset()) -> dict:
+def requirements_by_backend(project, instances, plan, checked: frozenset = frozenset(),
+                            active: set | None = None) -> dict:
     """Backend config name -> (config, [Requirement]) for the steps the plan will (or may) run. A step in
     ``checked`` on a local backend has had its module imported by the step check already (which says
     more), so the backend is not asked again."""
     spec = project.spec
-    active = active_steps(plan)
+    active = active_steps(plan) if active is None else active
     out: dict = defaultdict(lambda: [None, []])
     for inst in instances:
         if inst.address not in active:
@@ -74,26 +75,40 @@ def requirements_by_backend(project, instances, plan, checked: frozenset = froze
     return dict(out)
 
 
-def step_calls(project, instances, plan) -> list:
-    """How the runner will call each Python step the plan will (or may) run (one per step, not per
-    matrix instance: the instances of a step pass the same keyword names)."""
+def step_calls(project, instances, plan, active: set | None = None) -> list:
+    """How the runner will call the Python steps the plan will (or may) run: one StepCall for the steps
+    alike in run target, argument names, backend and code (matrix instances of a step always are), so
+    that 50,000 generated steps sharing one function are one check."""
+    active = active_steps(plan) if active is None else active
+    if not active:
+        return []
     from mlspec.stepcheck import StepCall
 
     spec = project.spec
-    active = active_steps(plan)
     code = plan.facts.get("code") or {}
+    backends: dict = {}  # step.backend -> (type, python)
+    groups: dict = {}
     seen: set = set()
-    calls = []
     for inst in instances:
         step = inst.step
         if not step.run or step.name in seen or inst.address not in active:
             continue
         seen.add(step.name)
-        cfg = spec.backend_for(step)
-        module, _, function = step.run.partition(":")
-        python = str(cfg.settings.get("python") or "") if cfg.type == "local" else ""
-        calls.append(StepCall(step.name, module, function, tuple(step.inputs), tuple(step.params), tuple(step.matrix),
-                              cfg.type, python, code.get(step.name) or {}))
+        where = backends.get(step.backend)
+        if where is None:
+            cfg = spec.backend_for(step)
+            where = backends[step.backend] = (cfg.type, str(cfg.settings.get("python") or "") if cfg.type == "local"
+                                              else "")
+        facts = code.get(step.name) or {}
+        key = (step.run, where, tuple(step.inputs), tuple(step.params), tuple(step.matrix), tuple(facts.items()))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = (facts, [])
+        group[1].append(step.name)
+    calls = []
+    for (run, (btype, python), inputs, params, matrix, _), (facts, names) in groups.items():
+        module, _, function = run.partition(":")
+        calls.append(StepCall(tuple(names), module, function, inputs, params, matrix, btype, python, facts))
     return calls
 
 
@@ -109,11 +124,12 @@ def check_steps(project, calls: list) -> list:
                  spec.project_dir / ".mlspec" / "cache" / "stepcheck.json")
 
 
-def run_preflight(project, instances, plan, keep: dict | None = None, checked: frozenset = frozenset()) -> list[str]:
+def run_preflight(project, instances, plan, keep: dict | None = None, checked: frozenset = frozenset(),
+                  active: set | None = None) -> list[str]:
     """Problems found, one line each. With ``keep``, the backends stay open there for the apply that follows
-    (a cluster connection is made once, not twice)."""
+    (a cluster connection is made once, not twice). ``checked``: steps the step check imported."""
     problems: list[str] = []
-    for name, (cfg, reqs) in sorted(requirements_by_backend(project, instances, plan, checked).items()):
+    for name, (cfg, reqs) in sorted(requirements_by_backend(project, instances, plan, checked, active).items()):
         try:
             backend = make_backend(project, cfg)
         except MlspecError as exc:

@@ -38,9 +38,9 @@ SHOW_STEPS = 3  # a finding shared by many steps names this many, then "and N mo
 
 @dataclass(frozen=True)
 class StepCall:
-    """How the runner will call one step: import ``module``, call ``function`` with these keyword names."""
+    """How the runner will call these steps: import ``module``, call ``function`` with these keyword names."""
 
-    step: str
+    steps: tuple  # step names (steps alike in all of the below are checked once)
     module: str
     function: str
     inputs: tuple = ()
@@ -170,8 +170,8 @@ def check(project_dir, code_paths: list[str], calls: list[StepCall], cache_path=
             interpreters[call.python] = interpreter(call.python, project_dir)
         exe, ident = interpreters[call.python]
         if not ident:
-            found.append((call.step, f"the local backend's python {call.python!r} does not exist: fix the "
-                                     "backend's `python:` setting", True))
+            found.extend((s, f"the local backend's python {call.python!r} does not exist: fix the backend's "
+                                "`python:` setting", True) for s in call.steps)
             continue
         items = tuple(call.code.items())
         code = code_hashes.get(items)
@@ -193,7 +193,7 @@ def check(project_dir, code_paths: list[str], calls: list[StepCall], cache_path=
                 problems = _problems(call, verdict, project_dir, code_paths, exe)
                 if not problems and cache is not None:
                     cache.add(key)
-                found.extend((call.step, msg, err) for msg, err in problems)
+                found.extend((s, msg, err) for msg, err in problems for s in call.steps)
     if cache is not None:
         cache.save()
     return _grouped(found)

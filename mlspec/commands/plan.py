@@ -43,16 +43,18 @@ def wait_for_unlock(project: Project, timeout: str, console: Console) -> None:
 
 def preflight(project: Project, nodes, plan, console: Console, keep: dict | None = None) -> None:
     """The step check and the backends' checks; every error of both at once (exit 1), warnings to stderr."""
-    from mlspec.preflight import check_steps, run_preflight, step_calls
+    from mlspec.preflight import active_steps, check_steps, run_preflight, step_calls
 
     instances = [n.item for n in nodes if n.kind == "step"]
-    calls = step_calls(project, instances, plan)
+    active = active_steps(plan)
+    calls = step_calls(project, instances, plan, active)
     findings = check_steps(project, calls)
     for f in findings:
         if not f.error:
             console.error(f"Warning: {f.line()}")
     problems = [f.line() for f in findings if f.error]
-    problems += run_preflight(project, instances, plan, keep, checked=frozenset(c.step for c in calls))
+    checked = frozenset(s for c in calls for s in c.steps)
+    problems += run_preflight(project, instances, plan, keep, checked=checked, active=active)
     if problems:
         for b in (keep or {}).values():
             b.close()
