@@ -34,6 +34,7 @@ CACHE_KEEP = 4096  # passing verdicts kept (most recent first)
 TIMEOUT_VAR = "MLSPEC_STEP_CHECK_TIMEOUT"
 DEFAULT_TIMEOUT = 60.0  # seconds for the whole check (one subprocess)
 SHOW_STEPS = 3  # a finding shared by many steps names this many, then "and N more"
+READY = b'{"ready": true}'  # the check process's first line: it runs, and is about to import the steps' code
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,11 @@ def _ask(exe: str, project_dir: str, code_paths: list[str], targets: list, timeo
             answers.update({t: {"checker": ran} for t in remaining})
             break
         out, err, timed_out, code = ran
+        if not out.startswith(READY) and not timed_out:  # it never got to the steps' code (no mlspec there?)
+            last = (err.decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
+            answers.update({t: {"checker": f"could not be checked: {exe} -m mlspec.stepcheck exited with code "
+                                           f"{code}{': ' + last if last else ''}"} for t in remaining})
+            break
         answers.update(_parse(out, remaining))
         remaining = [t for t in remaining if t not in answers]
         if not remaining:
@@ -525,6 +531,7 @@ def main() -> int:
     request = json.loads(sys.stdin.read())
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
+    answers.write(READY.decode() + "\n")
     sys.dont_write_bytecode = True
     code_paths = [os.path.abspath(p) for p in request["code_paths"]]
     sys.path[:0] = [p for p in code_paths if p not in sys.path]

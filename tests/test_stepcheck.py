@@ -231,3 +231,19 @@ def test_a_bad_timeout_setting_is_one_line(project):
     r = project.run("plan", env={"MLSPEC_STEP_CHECK_TIMEOUT": "soon"})
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.startswith("Error: MLSPEC_STEP_CHECK_TIMEOUT='soon' is not a number of seconds")
+
+
+def test_an_interpreter_without_mlspec_is_a_warning_not_a_module_problem(project, tmp_path):
+    """The local backend's `python:` runs the check; one that cannot (mlspec missing there) says so once."""
+    fake = tmp_path / "bin" / "python"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'No module named mlspec' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    r = project.run("plan", f"+backend.python={fake}")
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == (f"Warning: step.evaluate, step.prepare, step.side and 1 more step: could not be checked: "
+                        f"{fake} -m mlspec.stepcheck exited with code 1: No module named mlspec"), r.stderr
+    missing = project.run("plan", f"+backend.python={tmp_path}/nowhere/python")
+    assert _errors(missing)[0] == (f"step.evaluate, step.prepare, step.side and 1 more step: the local backend's "
+                                   f"python '{tmp_path}/nowhere/python' does not exist: fix the backend's `python:` "
+                                   "setting")
