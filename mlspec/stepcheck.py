@@ -92,9 +92,11 @@ def interpreter(python: str, project_dir: str) -> tuple[str, str]:
     """(the executable to start, its identity for the cache) or (path, "") when it does not exist.
 
     The identity is the path as given (a venv's python is a symlink: the venv is the path, not the
-    target) with the target's size and mtime, so an upgraded or replaced interpreter is checked again."""
+    target), the target's size and mtime (an upgraded or replaced interpreter), and the mtimes of its
+    site-packages directories, which installing, upgrading or removing a package changes: a verdict
+    that passed is not trusted after ``pip install``/``uninstall``."""
     if not python:
-        return sys.executable, f"{sys.executable}|{sys.version}"
+        return sys.executable, f"{sys.executable}|{sys.version}|{_site_stamp(sys.prefix)}"
     path = python
     if os.sep in python and not os.path.isabs(python):
         path = os.path.join(project_dir, python)
@@ -106,7 +108,22 @@ def interpreter(python: str, project_dir: str) -> tuple[str, str]:
         st = os.stat(path)
     except OSError:
         return path, ""
-    return path, f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
+    prefix = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    return path, f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{_site_stamp(prefix)}"
+
+
+def _site_stamp(prefix: str) -> str:
+    """mtimes of the site-packages directories under an interpreter's prefix (a venv, or /usr)."""
+    import glob
+
+    stamps = []
+    for d in sorted(glob.glob(os.path.join(glob.escape(prefix), "lib", "python*", "site-packages"))
+                    + glob.glob(os.path.join(glob.escape(prefix), "lib", "site-packages"))):
+        try:
+            stamps.append(str(os.stat(d).st_mtime_ns))
+        except OSError:
+            pass
+    return ",".join(stamps)
 
 
 class VerdictCache:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 from mlspec.testing import process_alive, wait_until
 
@@ -247,3 +248,29 @@ def test_an_interpreter_without_mlspec_is_a_warning_not_a_module_problem(project
     assert _errors(missing)[0] == (f"step.evaluate, step.prepare, step.side and 1 more step: the local backend's "
                                    f"python '{tmp_path}/nowhere/python' does not exist: fix the backend's `python:` "
                                    "setting")
+
+
+def test_installing_or_removing_a_package_is_seen_after_a_check_passed(project, tmp_path):
+    """A passing verdict is keyed by the interpreter's site-packages too: `pip uninstall` is seen at plan."""
+    import subprocess
+    import sys
+    import venv
+
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "fancylib_mlspec_test.py").write_text("")
+    project.write("src/demo/extra.py", "import os\nimport fancylib_mlspec_test\n"
+                                       "open(os.path.join(os.path.dirname(__file__), 'imported'), 'a').write('x')\n\n"
+                                       "def side(raw):\n    return {}\n")
+    args = ("plan", "steps.side.run=demo.extra:side", f"+backend.python={python}", "--target", "step.side")
+    assert project.run(*args).returncode == 0
+    assert project.run(*args).returncode == 0
+    assert (project.root / "src/demo/imported").read_text() == "x"  # the second plan trusted the first
+    (Path(site) / "fancylib_mlspec_test.py").unlink()
+    assert _errors(project.run(*args)) == [f"step.side: src/demo/extra.py:2 imports 'fancylib_mlspec_test', which is "
+                                           f"not installed for {python}: install the package that provides it, or "
+                                           "fix the import"]
+    assert sys.executable != str(python)
