@@ -2,7 +2,8 @@
 
 For each backend with work in the plan: the plugin is installed and loads; its settings pass the JSON
 Schema it ships; and its own checks pass (the cluster answers within a timeout, the artifact store is
-reachable from it, modules import there, the requested resources exist).
+reachable from it, modules import there, the requested resources exist). And for every Python step the
+plan may run, that its function exists and takes the step's inputs and params (mlspec.stepcheck).
 """
 
 from __future__ import annotations
@@ -47,10 +48,18 @@ def make_backend(project, cfg: BackendConfig) -> Backend:
     return cls(settings, backend_context(project))
 
 
-def requirements_by_backend(project, instances, plan) -> dict:
-    """Backend config name -> (config, [Requirement]) for the steps the plan will (or may) run."""
+def active_steps(plan) -> set:
+    """Addresses of the step instances the plan will (or may) run."""
+    return {c.address for c in plan.changes if c.kind == "step" and c.action not in (Action.NOOP, Action.DELETE)}
+
+
+def requirements_by_backend(project, instances, plan, checked: frozenset = frozenset(),
+                            active: set | None = None) -> dict:
+    """Backend config name -> (config, [Requirement]) for the steps the plan will (or may) run. A step in
+    ``checked`` on a local backend has had its module imported by the step check already (which says
+    more), so the backend is not asked again."""
     spec = project.spec
-    active = {c.address for c in plan.changes if c.kind == "step" and c.action not in (Action.NOOP, Action.DELETE)}
+    active = active_steps(plan) if active is None else active
     out: dict = defaultdict(lambda: [None, []])
     for inst in instances:
         if inst.address not in active:
@@ -58,17 +67,69 @@ def requirements_by_backend(project, instances, plan) -> dict:
         cfg = spec.backend_for(inst.step)
         entry = out[cfg.name]
         entry[0] = cfg
-        entry[1].append(Requirement(inst.address, inst.step.resources.to_dict(),
-                                    inst.step.run.partition(":")[0] if inst.step.run else "",
+        module = inst.step.run.partition(":")[0] if inst.step.run else ""
+        if cfg.type == "local" and inst.step.name in checked:
+            module = ""
+        entry[1].append(Requirement(inst.address, inst.step.resources.to_dict(), module,
                                     tuple(r.resource for r in inst.inputs if r.kind == "dataset")))
     return dict(out)
 
 
-def run_preflight(project, instances, plan, keep: dict | None = None) -> list[str]:
+def step_calls(project, instances, plan, active: set | None = None) -> list:
+    """How the runner will call the Python steps the plan will (or may) run: one StepCall for the steps
+    alike in run target, argument names, backend and code (matrix instances of a step always are), so
+    that 50,000 generated steps sharing one function are one check."""
+    active = active_steps(plan) if active is None else active
+    if not active:
+        return []
+    from mlspec.stepcheck import StepCall
+
+    spec = project.spec
+    code = plan.facts.get("code") or {}
+    backends: dict = {}  # step.backend -> (type, python)
+    groups: dict = {}
+    seen: set = set()
+    for inst in instances:
+        step = inst.step
+        if not step.run or step.name in seen or inst.address not in active:
+            continue
+        seen.add(step.name)
+        where = backends.get(step.backend)
+        if where is None:
+            cfg = spec.backend_for(step)
+            where = backends[step.backend] = (cfg.type, str(cfg.settings.get("python") or "") if cfg.type == "local"
+                                              else "")
+        facts = code.get(step.name) or {}
+        key = (step.run, where, tuple(step.inputs), tuple(step.params), tuple(step.matrix), tuple(facts.items()))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = (facts, [])
+        group[1].append(step.name)
+    calls = []
+    for (run, (btype, python), inputs, params, matrix, _), (facts, names) in groups.items():
+        module, _, function = run.partition(":")
+        calls.append(StepCall(tuple(names), module, function, inputs, params, matrix, btype, python, facts))
+    return calls
+
+
+def check_steps(project, calls: list) -> list:
+    """The step check's findings (mlspec.stepcheck) for these calls; cached by code, no process when
+    nothing changed."""
+    if not calls:
+        return []
+    from mlspec.stepcheck import check
+
+    spec = project.spec
+    return check(spec.project_dir, code_paths(spec.project_dir), calls,
+                 spec.project_dir / ".mlspec" / "cache" / "stepcheck.json")
+
+
+def run_preflight(project, instances, plan, keep: dict | None = None, checked: frozenset = frozenset(),
+                  active: set | None = None) -> list[str]:
     """Problems found, one line each. With ``keep``, the backends stay open there for the apply that follows
-    (a cluster connection is made once, not twice)."""
+    (a cluster connection is made once, not twice). ``checked``: steps the step check imported."""
     problems: list[str] = []
-    for name, (cfg, reqs) in sorted(requirements_by_backend(project, instances, plan).items()):
+    for name, (cfg, reqs) in sorted(requirements_by_backend(project, instances, plan, checked, active).items()):
         try:
             backend = make_backend(project, cfg)
         except MlspecError as exc:

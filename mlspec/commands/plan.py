@@ -42,9 +42,19 @@ def wait_for_unlock(project: Project, timeout: str, console: Console) -> None:
 
 
 def preflight(project: Project, nodes, plan, console: Console, keep: dict | None = None) -> None:
-    from mlspec.preflight import run_preflight
+    """The step check and the backends' checks; every error of both at once (exit 1), warnings to stderr."""
+    from mlspec.preflight import active_steps, check_steps, run_preflight, step_calls
 
-    problems = run_preflight(project, [n.item for n in nodes if n.kind == "step"], plan, keep)
+    instances = [n.item for n in nodes if n.kind == "step"]
+    active = active_steps(plan)
+    calls = step_calls(project, instances, plan, active)
+    findings = check_steps(project, calls)
+    for f in findings:
+        if not f.error:
+            console.error(f"Warning: {f.line()}")
+    problems = [f.line() for f in findings if f.error]
+    checked = frozenset(s for c in calls for s in c.steps)
+    problems += run_preflight(project, instances, plan, keep, checked=checked, active=active)
     if problems:
         for b in (keep or {}).values():
             b.close()
