@@ -1,0 +1,1 @@
+"""Spaceflights: predict the price of a space shuttle trip (a port of Kedro's spaceflights starter)."""

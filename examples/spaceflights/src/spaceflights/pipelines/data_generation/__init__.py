@@ -1,0 +1,1 @@
+"""Synthetic raw data, so that the example needs no download."""

@@ -1,0 +1,1 @@
+"""Kedro's reporting pipeline: tables drawn by `mlspec plots show`."""
