@@ -314,12 +314,17 @@ BUILTIN: dict[str, Format] = {f.name: f for f in (
            description="Python pickle, protocol 5; the default for any other value."),
 )}
 
-# the default choice for a returned value, in order (unchanged since 0.1): a value JSON cannot hold falls
-# through to pickle
-DEFAULT_ORDER = ("parquet", "json", "bytes", "text", "pickle")
+def is_sklearn_model(value) -> bool:
+    """A scikit-learn estimator (or pipeline), by its class's module: nothing is imported to tell."""
+    return type(value).__module__.split(".", 1)[0] == "sklearn" and hasattr(value, "get_params")
+
+
+# the default choice for a returned value, in order: a scikit-learn model is stored as skops (loading it runs
+# no code); a value JSON cannot hold falls through to pickle
+DEFAULT_ORDER = ("parquet", "json", "bytes", "text", "skops", "pickle")
 _DEFAULT_SAVES = {"parquet": is_dataframe, "json": lambda v: isinstance(v, (dict, list)),
-                  "bytes": _is_bytes, "text": _is_text}
-_GUESS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".pkl": "pickle",
+                  "bytes": _is_bytes, "text": _is_text, "skops": is_sklearn_model}
+_GUESS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".pkl": "pickle", ".skops": "skops",
           ".pickle": "pickle", ".jsonl": "jsonl", ".txt": "text"}
 
 
@@ -429,7 +434,7 @@ def save(value, dest_base: Path, name: str = "", save_args: dict | None = None) 
                 fmt.save(value, path, **fmt.defaults)
                 return str(path), fmt.name
             except FormatError:
-                pass  # e.g. a dict holding a model: not JSON, so the last resort
+                pass  # e.g. a dict holding a model: not JSON (or a model skops cannot store), so the last resort
     fmt = BUILTIN[DEFAULT_ORDER[-1]]  # pickle takes any value
     path = dest_base.with_suffix(fmt.suffix)
     fmt.save(value, path, **fmt.defaults)
