@@ -125,7 +125,7 @@ def test_versions_gates_aliases_and_history_end_to_end(tmp_path):
         (3, 1, "rollback", True, "v3 misbehaves in canary")
     plan = p.run("plan", "--verbose", "--detailed-exitcode")
     assert plan.returncode == 0, plan.stdout
-    assert "alias production on version 1: rollback by" in plan.stdout
+    assert "alias production on version 1: rollback by hand (v3 misbehaves in canary)" in plan.stdout
 
     # the alias is protected: a hand promotion is refused, and allowed only with a reason
     r = p.run("models", "promote", "clf", "3", "--alias", "production")

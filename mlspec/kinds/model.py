@@ -262,7 +262,7 @@ class ModelKind(ResourceKind):
             if last is not None and last.get("by_hand"):
                 reasons = (Reason(ReasonCode.ALIAS_HELD_BY_HAND,
                                   f"{alias} on version {reg['aliases'].get(alias, 'none')}: {last.get('action')} "
-                                  f"by {last.get('user', '?')} ({last.get('reason') or 'no reason given'}); the spec "
+                                  f"by hand ({last.get('reason') or 'no reason given'}); the spec "
                                   f"moves it again when a new version passes the gates"),)
             return Change(node.address, self.name, Action.NOOP, Verdict.UP_TO_DATE, reasons, h, outputs, before,
                           {"version": existing["version"], "aliases": dict(reg["aliases"])})
