@@ -267,11 +267,16 @@ def _skops_save(value, path, **save_args):
 def _skops_load(path, as_kind, trusted=None, **load_args):
     import skops.io
 
-    untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in (trusted or ())]
+    found = skops.io.get_untrusted_types(file=path)
+    # scikit-learn's own classes (a tree's Tree, ...) are trusted: skops builds them from their state, and the
+    # default for a returned scikit-learn model is skops; anything else must be listed
+    own = [t for t in found if t.split(".", 1)[0] == "sklearn"]
+    untrusted = [t for t in found if t not in own and t not in (trusted or ())]
     if untrusted:
         raise FormatError(f"{path} (skops) holds types that are not trusted: {', '.join(untrusted)}; "
                           "if you trust them, list them under the input's load_args.trusted")
-    return _checked(skops.io.load(path, trusted=list(trusted or ()) or None, **load_args), path, "skops", as_kind)
+    allowed = list(trusted or ()) + own
+    return _checked(skops.io.load(path, trusted=allowed or None, **load_args), path, "skops", as_kind)
 
 
 def _is_text(value) -> bool:
