@@ -419,6 +419,10 @@ class RunCacheView(Mapping):
                 self._listing = set()
         return self._listing
 
+    def seen(self) -> list:
+        """The entries read so far (the planner's hits): a model finds its candidate's metrics among them."""
+        return [e for e in self._memo.values() if e is not None]
+
     def __iter__(self):
         return iter(())
 

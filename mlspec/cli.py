@@ -127,6 +127,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_format_option(q, "state history")
     _overrides(q)
 
+    p = sub.add_parser("models", parents=[common], help="the model registry: versions, gates, aliases and their history")
+    mo = p.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
+    q = mo.add_parser("list", parents=[common], help="list models, their versions and aliases")
+    add_format_option(q, "models list")
+    _overrides(q)
+    q = mo.add_parser("show", parents=[common], help="a version's model card: lineage, metrics, gates, signature")
+    q.add_argument("name", metavar="NAME[@VERSION|@ALIAS]", help="a model; the latest version unless @VERSION or @ALIAS")
+    add_format_option(q, "models show")
+    _overrides(q)
+    q = mo.add_parser("history", parents=[common], help="a model's versions and every alias move")
+    q.add_argument("name", metavar="NAME")
+    add_format_option(q, "models history")
+    _overrides(q)
+    q = mo.add_parser("promote", parents=[common], help="move an alias to a version by hand (recorded)")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("version", type=int, metavar="VERSION")
+    q.add_argument("--alias", required=True, metavar="ALIAS", help="the alias to move, e.g. production")
+    q.add_argument("--reason", default="", metavar="TEXT", help="why (recorded in the history)")
+    q.add_argument("--force-with-reason", default=None, metavar="TEXT",
+                   help="move a protected alias (or to a rejected version), saying why")
+    _overrides(q)
+    q = mo.add_parser("rollback", parents=[common], help="move an alias back to its previous holder (recorded)")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--alias", required=True, metavar="ALIAS", help="the alias to move back, e.g. production")
+    q.add_argument("--to", type=int, default=None, metavar="VERSION", help="this version (default: the previous holder)")
+    q.add_argument("--reason", default="", metavar="TEXT", help="why (recorded in the history)")
+    _overrides(q)
+
     p = sub.add_parser("logs", parents=[common], help="print a step's log from its last run")
     p.add_argument("address")
     _overrides(p)
@@ -214,7 +242,7 @@ def _plan_opts(p: argparse.ArgumentParser, *, formats: bool = True) -> None:
 
 def _subparser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
     """The parser of the (sub)command the arguments chose: its name is the one to ask for --help."""
-    for attr in ("command", "state_command", "runs_command", "metrics_command", "plots_command", "artifacts_command"):
+    for attr in ("command", "state_command", "models_command", "runs_command", "metrics_command", "plots_command", "artifacts_command"):
         name = getattr(args, attr, None)
         subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         if not name or not subs or name not in subs[0].choices:
@@ -231,6 +259,7 @@ COMMANDS = {
     "apply": "mlspec.commands.apply",
     "show": "mlspec.commands.plan:run_show",
     "state": "mlspec.commands.state",
+    "models": "mlspec.commands.models",
     "logs": "mlspec.commands.records:run_logs",
     "runs": "mlspec.commands.records:run_runs",
     "lineage": "mlspec.commands.records:run_lineage",
@@ -286,6 +315,7 @@ def _main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     for cmd, attr, choices in (("state", "state_command", "list, show, rm, pull, push, restore, unlock, history"),
+                               ("models", "models_command", "list, show, history, promote, rollback"),
                                ("runs", "runs_command", "list, show"), ("metrics", "metrics_command", "show, diff"),
                                ("plots", "plots_command", "show, diff"),
                                ("artifacts", "artifacts_command", "get, verify")):

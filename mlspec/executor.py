@@ -252,6 +252,8 @@ class Executor:
             self.emit(EventKind.RETRIED, done.outcome)
             return False
         if st is Status.FAILED:
+            if done.record is not None:  # a failure that is itself recorded (a model version rejected by its gates)
+                self.journal(addr, done.record)
             self.outcomes[addr] = done.outcome
             self.emit(EventKind.FAILED, done.outcome)
             self.skip_descendants(addr, "failed", pending)

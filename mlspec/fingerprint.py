@@ -34,6 +34,7 @@ class Facts:
     runcache: Mapping = field(default_factory=dict)  # fingerprint -> run-cache entry (outputs, metrics)
     bad_outputs: dict = field(default_factory=dict)  # object hash -> what is wrong (missing, wrong size)
     drift: dict = field(default_factory=dict)  # step address -> [(output, project path, "modified"|"missing")]
+    models: dict = field(default_factory=dict)  # the model kind's: recorded outputs and metrics of metrics steps
 
     def to_dict(self) -> dict:
         return {"datasets": self.datasets, "code": self.code, "deps": _keyed(self.deps, self.secrets)}

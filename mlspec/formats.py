@@ -267,11 +267,16 @@ def _skops_save(value, path, **save_args):
 def _skops_load(path, as_kind, trusted=None, **load_args):
     import skops.io
 
-    untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in (trusted or ())]
+    found = skops.io.get_untrusted_types(file=path)
+    # scikit-learn's own classes (a tree's Tree, ...) are trusted: skops builds them from their state, and the
+    # default for a returned scikit-learn model is skops; anything else must be listed
+    own = [t for t in found if t.split(".", 1)[0] == "sklearn"]
+    untrusted = [t for t in found if t not in own and t not in (trusted or ())]
     if untrusted:
         raise FormatError(f"{path} (skops) holds types that are not trusted: {', '.join(untrusted)}; "
                           "if you trust them, list them under the input's load_args.trusted")
-    return _checked(skops.io.load(path, trusted=list(trusted or ()) or None, **load_args), path, "skops", as_kind)
+    allowed = list(trusted or ()) + own
+    return _checked(skops.io.load(path, trusted=allowed or None, **load_args), path, "skops", as_kind)
 
 
 def _is_text(value) -> bool:
@@ -314,12 +319,17 @@ BUILTIN: dict[str, Format] = {f.name: f for f in (
            description="Python pickle, protocol 5; the default for any other value."),
 )}
 
-# the default choice for a returned value, in order (unchanged since 0.1): a value JSON cannot hold falls
-# through to pickle
-DEFAULT_ORDER = ("parquet", "json", "bytes", "text", "pickle")
+def is_sklearn_model(value) -> bool:
+    """A scikit-learn estimator (or pipeline), by its class's module: nothing is imported to tell."""
+    return type(value).__module__.split(".", 1)[0] == "sklearn" and hasattr(value, "get_params")
+
+
+# the default choice for a returned value, in order: a scikit-learn model is stored as skops (loading it runs
+# no code); a value JSON cannot hold falls through to pickle
+DEFAULT_ORDER = ("parquet", "json", "bytes", "text", "skops", "pickle")
 _DEFAULT_SAVES = {"parquet": is_dataframe, "json": lambda v: isinstance(v, (dict, list)),
-                  "bytes": _is_bytes, "text": _is_text}
-_GUESS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".pkl": "pickle",
+                  "bytes": _is_bytes, "text": _is_text, "skops": is_sklearn_model}
+_GUESS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".pkl": "pickle", ".skops": "skops",
           ".pickle": "pickle", ".jsonl": "jsonl", ".txt": "text"}
 
 
@@ -429,7 +439,7 @@ def save(value, dest_base: Path, name: str = "", save_args: dict | None = None) 
                 fmt.save(value, path, **fmt.defaults)
                 return str(path), fmt.name
             except FormatError:
-                pass  # e.g. a dict holding a model: not JSON, so the last resort
+                pass  # e.g. a dict holding a model: not JSON (or a model skops cannot store), so the last resort
     fmt = BUILTIN[DEFAULT_ORDER[-1]]  # pickle takes any value
     path = dest_base.with_suffix(fmt.suffix)
     fmt.save(value, path, **fmt.defaults)

@@ -30,6 +30,8 @@ def summary_line(plan: dict) -> str:
         return "No changes. The lifecycle matches the spec."
     run = f"{s['run']} to run" + (f" ({s['unknown']} known after apply)" if s["unknown"] else "")
     checkout = f", {s['checkout']} to check out" if s.get("checkout") else ""
+    if s.get("register"):
+        checkout += f", {s['register']} model version{'s' if s['register'] > 1 else ''} to register"
     return (f"Plan: {run}, {s['restore']} to restore from cache{checkout}, {s['read']} to read, "
             f"{s['destroy']} to destroy, {s['unchanged']} unchanged.")
 

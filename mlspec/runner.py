@@ -49,11 +49,24 @@ def _guess_format(path: str) -> str:
     return formats.guess(path)
 
 
-def _load(name: str, path: str, fmt: str, kind: str, load_args: dict | None = None):
+PICKLE_FORMATS = ("pickle", "joblib")
+
+
+def _load(name: str, path: str, fmt: str, kind: str, load_args: dict | None = None, trust_pickle: bool = False,
+          source: str = ""):
     """One input as the function's annotation asks for it; StepFailed naming the input otherwise. A directory
-    input is always its path."""
+    input is always its path. A pickle (or joblib) file is unpickled only when the spec declares that format
+    for it (``trust_pickle``): unpickling runs code of the file's choosing."""
     if fmt == "dir":
         return path
+    real = fmt if fmt and fmt != "auto" else formats.guess(path)
+    if real in PICKLE_FORMATS and kind not in ("path", "bytes") and not trust_pickle:
+        where = f" ({source})" if source else ""
+        raise StepFailed(f"input '{name}'{where} is a {real} file, and loading it would run code of the file's "
+                         f"choosing: mlspec unpickles only what the spec declares `format: {real}` for (on the "
+                         "producing step's output, or on this input); return a scikit-learn model (stored as "
+                         "skops) or plain data instead, or declare the format if you trust the file "
+                         "(docs/security.md)")
     if load_args and kind in ("path", "bytes"):
         raise StepFailed(f"input '{name}' has load_args, but the function takes it as {kind} (by its annotation), "
                          "so nothing loads it: drop the load_args or annotate the parameter with the type to load")
@@ -187,10 +200,14 @@ def _call_function(task: dict, inputs: dict, outdir: Path) -> tuple[dict, dict]:
 
             args = typing.get_args(ann) if not isinstance(ann, str) else ()
             member_kind = _annotation_kind(args[1] if len(args) == 2 else inspect.Parameter.empty)
-            kwargs[name] = {key: _load(name, mpath, mfmt, member_kind, task["inputs"][name].get("load_args"))
+            spec = task["inputs"][name]
+            kwargs[name] = {key: _load(name, mpath, mfmt, member_kind, spec.get("load_args"),
+                                       bool(spec.get("trust_pickle")), spec.get("from", ""))
                             for key, mpath, mfmt in fmt}
         else:
-            kwargs[name] = _load(name, path, fmt, _annotation_kind(ann), task["inputs"][name].get("load_args"))
+            spec = task["inputs"][name]
+            kwargs[name] = _load(name, path, fmt, _annotation_kind(ann), spec.get("load_args"),
+                                 bool(spec.get("trust_pickle")), spec.get("from", ""))
     for k, v in task["params"].items():
         kwargs[k] = v
     if not accepts_any:

@@ -176,6 +176,7 @@ class Model:
     select: Mapping = field(default_factory=dict)
     promote: Mapping = field(default_factory=dict)
     description: str = ""
+    on_fail: str = "fail"  # a candidate that fails a gate: fail the apply (exit 1), or keep going with a warning
 
 
 @dataclass(frozen=True)
@@ -313,7 +314,7 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
                            tuple(d.get("residency") or ()), dict(d.get("options") or {}), d.get("contract"))
                 for n, d in (data.get("datasets") or {}).items()}
     models = {n: Model(n, m["from"], m.get("metrics", ""), dict(m.get("gates") or {}), dict(m.get("select") or {}),
-                       dict(m.get("promote") or {}), m.get("description", ""))
+                       dict(m.get("promote") or {}), m.get("description", ""), m.get("on_fail", "fail"))
               for n, m in (data.get("models") or {}).items()}
     deployments = {n: Deployment(n, d["model"], d.get("backend", ""), d.get("port"), int(d.get("replicas", 1)),
                                  dict(d.get("health") or {}), d.get("description", ""))

@@ -11,16 +11,19 @@ from conftest import DEFAULT_SPEC, STEPS_PY, Project
 from mlspec.views.formats import FORMATS
 
 
+MODELS = "models:\n  m: {from: step.side.summary}\n"  # a registered model for the `models` commands
+
+
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory):
     p = Project(tmp_path_factory.mktemp("fmt") / "proj")
-    p.write("mlspec.yaml", DEFAULT_SPEC)
+    p.write("mlspec.yaml", DEFAULT_SPEC + MODELS)
     p.write("data/nums.csv", "x,y\n1,2\n3,4\n5,6\n")
     p.write("src/demo/__init__.py", "")
     p.write("src/demo/steps.py", STEPS_PY)
     p.write("src/demo/helpers.py", "def score(m):\n    return m['total'] * m['C']\n")
     assert p.apply().returncode == 0
-    p.write("mlspec.yaml", DEFAULT_SPEC.replace("scale: 2.0", "scale: 3.0"))
+    p.write("mlspec.yaml", DEFAULT_SPEC.replace("scale: 2.0", "scale: 3.0") + MODELS)
     assert p.apply().returncode == 0
     p.run("plan", "-o", "plan.json")
     return p
@@ -31,6 +34,7 @@ def _args(command: str, p) -> list[str]:
     return {"state show": ["state", "show", "step.prepare"], "runs show": ["runs", "show", run_id],
             "lineage": ["lineage", "step.evaluate[C=1.0]"], "show": ["show", "plan.json"],
             "apply": ["apply", "--auto-approve"],
+            "models show": ["models", "show", "m"], "models history": ["models", "history", "m"],
             "plots show": ["plots", "show", "+steps.prepare.plots={clean: {x: x, y: y}}"],
             "plots diff": ["plots", "diff", "+steps.prepare.plots={clean: {x: x, y: y}}"]}.get(command, command.split())
 

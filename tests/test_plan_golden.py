@@ -61,6 +61,9 @@ def _mutate(root: Path, actions: list[str]) -> None:
             os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
         elif action.startswith("rm "):
             (root / action.split(" ", 1)[1]).unlink()
+        elif action.startswith("mlspec "):  # mlspec ARGS: a command run between the applies and the plan
+            r = run_cli("-C", str(root), *shlex.split(action)[1:])
+            assert r.returncode == 0, r.stderr
         elif action.startswith("write "):  # write PATH TEXT: a hand edit
             _, rel, text = action.split(" ", 2)
             (root / rel).write_text(text + "\n")

@@ -51,6 +51,10 @@ def _list(args, console, project: Project) -> int:
         rec = st.resources[addr]
         if rec.get("kind") == "dataset":
             console.print(f"{addr:<40} dataset  {_short(rec.get('hash'))}")
+        elif rec.get("kind") == "model":
+            aliases = ", ".join(f"{a}={v}" for a, v in sorted((rec.get("aliases") or {}).items()))
+            console.print(f"{addr:<40} model    {len(rec.get('versions') or [])} version(s)"
+                          + (f", {aliases}" if aliases else ""))
         else:
             console.print(f"{addr:<40} {rec.get('verdict', 'ran'):<8} {_short(rec.get('fingerprint'))}  "
                           f"run {rec.get('run_id', '-')}")

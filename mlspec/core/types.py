@@ -41,6 +41,8 @@ class Verdict(str, enum.Enum):
     UP_TO_DATE = "up-to-date"
     UNKNOWN = "known after apply"  # an upstream resource changes first
     CHECKOUT = "checkout"  # up to date, but the project's copy of an output differs: put it back from the store
+    REGISTER = "register"  # a model: new content becomes a version (its gates pass, or are known at apply)
+    REJECT = "reject"  # a model: new content becomes a version known to fail a gate (registered as rejected)
     NONE = ""
 
 
@@ -72,19 +74,33 @@ class ReasonCode(str, enum.Enum):
     CHANGED = "changed"  # a generic attribute change, for kinds that need no finer code
     OUTPUT_MODIFIED = "output_modified"  # a materialised output was edited in the project
     OUTPUT_NOT_IN_PROJECT = "output_not_in_project"  # a materialised output is missing from the project
+    MODEL_VERSION_NEW = "model_version_new"  # a model's source output has content no version holds
+    GATE_PASSED = "gate_passed"
+    GATE_FAILED = "gate_failed"
+    GATE_VACUOUS = "gate_vacuous"  # a change gate with no alias holder to compare with: passes
+    GATE_UNKNOWN = "gate_unknown"  # the candidate's metrics are known only after apply
+    ALIAS_MOVED = "alias_moved"
+    ALIAS_KEPT = "alias_kept"  # the alias stays where it is (gates fail, or not better)
+    ALIAS_HELD_BY_HAND = "alias_held_by_hand"  # a hand promote/rollback holds the alias
 
 
 # reasons whose JSON carries the value before / after the change
-_WITH_BEFORE = {ReasonCode.PARAM_CHANGED, ReasonCode.PARAM_REMOVED, ReasonCode.DEFINITION_CHANGED,
+_WITH_BEFORE = {ReasonCode.ALIAS_MOVED, ReasonCode.GATE_PASSED, ReasonCode.GATE_FAILED, ReasonCode.PARAM_CHANGED, ReasonCode.PARAM_REMOVED, ReasonCode.DEFINITION_CHANGED,
                 ReasonCode.DATA_CHANGED, ReasonCode.INPUT_REWIRED, ReasonCode.CHANGED,
                 ReasonCode.FILE_KEY_CHANGED, ReasonCode.FILE_KEY_REMOVED}
-_WITH_AFTER = {ReasonCode.PARAM_CHANGED, ReasonCode.PARAM_ADDED, ReasonCode.DEFINITION_CHANGED,
+_WITH_AFTER = {ReasonCode.MODEL_VERSION_NEW, ReasonCode.ALIAS_MOVED, ReasonCode.GATE_PASSED,
+               ReasonCode.GATE_FAILED, ReasonCode.PARAM_CHANGED, ReasonCode.PARAM_ADDED, ReasonCode.DEFINITION_CHANGED,
                ReasonCode.DATA_CHANGED, ReasonCode.INPUT_REWIRED, ReasonCode.CHANGED,
                ReasonCode.FILE_KEY_CHANGED, ReasonCode.FILE_KEY_ADDED}
 
 
 def _fmt(v) -> str:
     return json.dumps(v, sort_keys=True, default=str) if not isinstance(v, str) else v
+
+
+def _num(v) -> str:
+    """A metric as the plan shows it: 4 significant decimals, not float noise."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _short(h) -> str:
@@ -122,6 +138,14 @@ _TEXTS = {  # every ReasonCode's message (tests/test_core_types.py checks that e
     ReasonCode.CHANGED: "{p}: {before} -> {after}",
     ReasonCode.OUTPUT_MODIFIED: "output {p} modified outside mlspec",
     ReasonCode.OUTPUT_NOT_IN_PROJECT: "output {p} missing from the project",
+    ReasonCode.MODEL_VERSION_NEW: "new content from {p}: registers version {after}",
+    ReasonCode.GATE_PASSED: "gate {p}: {after} passes{baseline}",
+    ReasonCode.GATE_FAILED: "gate {p}: {after} fails{baseline}",
+    ReasonCode.GATE_VACUOUS: "gate {p}: passes (no version holds the alias yet)",
+    ReasonCode.GATE_UNKNOWN: "gate {p}: known after apply (the metrics are not computed yet)",
+    ReasonCode.ALIAS_MOVED: "alias {p}: {before} -> {after}",
+    ReasonCode.ALIAS_KEPT: "alias {p}",
+    ReasonCode.ALIAS_HELD_BY_HAND: "alias {p}",
 }
 
 
@@ -143,6 +167,13 @@ class Reason:
             return template
         if self.code is ReasonCode.DATA_CHANGED:
             return template.format(before=_short(self.before), after=_short(self.after))
+        if self.code in (ReasonCode.GATE_PASSED, ReasonCode.GATE_FAILED):  # before: the alias holder's value
+            alias = self.path.split(" ")[2] if self.before is not None and len(self.path.split(" ")) > 2 else ""
+            baseline = f" ({alias}: {_num(self.before)})" if self.before is not None else ""
+            return template.format(p=self.path, after=_num(self.after), baseline=baseline)
+        if self.code is ReasonCode.ALIAS_MOVED:  # version numbers; "none" when the alias was free
+            return template.format(p=self.path, before="none" if self.before is None else self.before,
+                                   after="none" if self.after is None else self.after)
         return template.format(p=self.path, before=_fmt(self.before), after=_fmt(self.after))
 
     def to_dict(self) -> dict:

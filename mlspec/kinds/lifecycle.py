@@ -1,4 +1,5 @@
-"""Models, deployments, monitors and triggers: declared, validated and graphed; not yet managed at apply.
+"""Deployments, monitors and triggers: declared, validated and graphed; not yet managed at apply (models are
+mlspec.kinds.model).
 
 Each is a kind on the same protocol as datasets and steps (mlspec.core.kind) with ``managed = False``: its
 nodes and edges are part of the graph (`mlspec graph`), and the plan notes that they are not acted on yet.
@@ -49,21 +50,6 @@ class _GraphOnly(ResourceKind):
         raise TypeError(f"{self.name} resources are not managed by plan/apply in this release")
 
 
-class ModelKind(_GraphOnly):
-    name = "model"
-    order = 30
-
-    def nodes(self, spec) -> list[Node]:
-        out = []
-        for name, m in sorted(spec.models.items()):
-            ups = set()
-            for src in (m.source, m.metrics):
-                if src:
-                    ups.update(_step_instances(spec, src if src.count(".") >= 1 else f"step.{src}"))
-            out.append(Node(f"model.{name}", self.name, tuple(sorted(ups)), m))
-        return out
-
-
 class DeploymentKind(_GraphOnly):
     name = "deployment"
     order = 40
@@ -108,5 +94,5 @@ class TriggerKind(_GraphOnly):
                     yield (f"trigger.{name}", inst)
 
 
-for _k in (ModelKind(), DeploymentKind(), MonitorKind(), TriggerKind()):
+for _k in (DeploymentKind(), MonitorKind(), TriggerKind()):
     register(_k)

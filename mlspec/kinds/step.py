@@ -147,6 +147,18 @@ def diff_reasons(record: Mapping | None, now: Mapping, upstream_unknown=()) -> l
     return reasons
 
 
+PICKLE_FORMATS = ("pickle", "joblib")  # loading them runs code of the file's choosing
+
+
+def _pickle_declared(spec, resource: str, output: str) -> bool:
+    """Whether the spec declares `format: pickle` (or joblib) for a step output: only then may a consumer's
+    runner unpickle it (docs/security.md, "Model files")."""
+    name = resource.split(".", 1)[1].split("[", 1)[0]
+    step = spec.steps.get(name)
+    o = step.output_opts.get(output) if step else None
+    return bool(o and o.format in PICKLE_FORMATS)
+
+
 @dataclasses.dataclass(frozen=True)
 class StepDetail:
     facts: dict  # what the fingerprint is of (recorded in state)
@@ -345,6 +357,8 @@ class StepKind(ResourceKind):
                 if "://" not in uri and not uri.startswith("/"):
                     uri = str(spec.project_dir / uri)
                 inputs[ref.name] = {"path": uri, "format": ds.format, "options": dict(ds.options)}
+                if ds.format in PICKLE_FORMATS:
+                    inputs[ref.name]["trust_pickle"] = True
             elif ref.kind == "gather":
                 members = []
                 for addr, key in ref.members:
@@ -353,11 +367,17 @@ class StepKind(ResourceKind):
                                     "hash": out["hash"], "format": out.get("format", "auto"),
                                     "from": f"{addr}.{ref.output}"})
                 inputs[ref.name] = {"gather": members, "from": f"{ref.resource}.{ref.output}"}
+                if _pickle_declared(spec, ref.resource, ref.output):
+                    inputs[ref.name]["trust_pickle"] = True
             else:
                 out = run.state.resources[ref.resource]["outputs"][ref.output]
                 inputs[ref.name] = {"hash": out["hash"], "format": out.get("format", "auto"),
                                     "from": f"{ref.resource}.{ref.output}"}
+                if _pickle_declared(spec, ref.resource, ref.output):
+                    inputs[ref.name]["trust_pickle"] = True
             declared = inst.step.input_opts.get(ref.name)
+            if declared and declared.get("format") in PICKLE_FORMATS:
+                inputs[ref.name]["trust_pickle"] = True
             if declared:  # a declared format overrides the dataset's or the recorded one (each gathered one's)
                 inputs[ref.name].update({k: declared[k] for k in ("format", "load_args") if declared.get(k)})
                 for m in inputs[ref.name].get("gather", ()) if declared.get("format") else ():

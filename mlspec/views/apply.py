@@ -43,7 +43,7 @@ class ConsoleApplyView(ApplyHooks):
         elif kind is EventKind.FINISHED:
             self.running.discard(oc.address)
             self.done += 1
-            line = f"  {st('done', 'green')}      {oc.address}  ran in {oc.duration:.2f}s"
+            line = f"  {st('done', 'green')}      {oc.address}  " + (oc.reason or f"ran in {oc.duration:.2f}s")
         elif kind is EventKind.RESTORED:
             self.done += 1
             line = f"  {st('restored', 'green')}  {oc.address}  from the run-cache"

@@ -1,7 +1,7 @@
 """Step functions of the churn example: plain Python, inputs and params arrive as keyword arguments.
 
 Annotations tell mlspec how to load an input (a DataFrame from parquet/csv, an object from a model file);
-what a step returns is saved by type (DataFrame -> parquet, estimator -> model file, numbers listed under
+what a step returns is saved by type (DataFrame -> parquet, scikit-learn model -> skops, numbers listed under
 `metrics:` -> metrics).
 """
 
@@ -55,12 +55,12 @@ def features(customers: pd.DataFrame, regions: pd.DataFrame, test_size: float, s
     return {"train": train.reset_index(drop=True), "test": test.reset_index(drop=True)}
 
 
-def train(train: pd.DataFrame, C: float, max_iter: int):
+def train(train: pd.DataFrame, C: float, max_iter: int, target: str = "churned"):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    X, y = train.drop(columns=["churned"]), train["churned"]
+    X, y = train.drop(columns=[target]), train[target]
     model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
     model.fit(X, y)
     return {"model": model}
