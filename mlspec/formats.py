@@ -18,6 +18,7 @@ imported until a step uses the format.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -259,9 +260,56 @@ def _skops_save(value, path, **save_args):
 
     try:
         skops.io.dump(value, path, **save_args)
+        _canonical_skops(path)
     except (TypeError, ValueError, NotImplementedError) as exc:
         raise FormatError(f"cannot be stored by skops ({type(exc).__name__}: {exc}): declare joblib or pickle "
                           "for it (both run code when loaded)") from None
+
+
+def _canonical_skops(path) -> None:
+    """Rewrite a skops file so that the same model always gives the same bytes (a content hash is only worth
+    something if equal content has equal bytes: early cut-off, run-cache, registry versions, backends
+    reproducing hashes). skops names each object, and the .npy member holding an array, by its memory
+    address, and stamps members with the time; here the numbers become 1, 2, ... in the order they appear
+    in the schema and every member gets one fixed time, in name order. Loading is unchanged: the schema
+    only needs its numbers to agree with the member names."""
+    import json
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        members = {i.filename: (z.read(i.filename), i.compress_type) for i in z.infolist()}
+    renumber: dict = {}
+
+    def new(n: str) -> str:
+        return renumber.setdefault(n, str(len(renumber) + 1))
+
+    npy = re.compile(r"^(\d+)\.npy$")
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {k: (int(new(str(v))) if k == "__id__" and isinstance(v, int) and not isinstance(v, bool)
+                        else walk(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, str):
+            m = npy.match(node)
+            return f"{new(m.group(1))}.npy" if m else node
+        return node
+
+    schema = walk(json.loads(members.pop("schema.json")[0]))
+    out = {"schema.json": (json.dumps(schema, separators=(",", ":")).encode(), zipfile.ZIP_DEFLATED)}
+    for name, (data, how) in members.items():
+        m = npy.match(name)
+        out[f"{new(m.group(1))}.npy" if m and m.group(1) in renumber else name] = (data, how)
+    tmp = f"{path}.canonical"
+    with zipfile.ZipFile(tmp, "w") as z:
+        for name in sorted(out):
+            data, how = out[name]
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type, info.external_attr = how, 0o644 << 16
+            z.writestr(info, data)
+    os.replace(tmp, path)
 
 
 def _skops_load(path, as_kind, trusted=None, **load_args):

@@ -338,3 +338,34 @@ def test_gitignore_block_follows_the_spec(tmp_path):
     _apply(root)
     lines = (root / ".gitignore").read_text().splitlines()
     assert "/out/b.csv" not in lines and "/out/a.csv" in lines and lines[:2] == ["*.pyc", ".venv/"]
+
+
+def test_the_same_model_has_the_same_bytes_so_a_rerun_stops_at_it(tmp_path):
+    """skops names objects by memory address; mlspec renumbers them, so a forced re-run that trains the same
+    model stores the same object and the step reading it stays up to date (early cut-off)."""
+    root = _project(tmp_path, '''
+        project: skopsy
+        steps:
+          fit:
+            run: src.steps:fit
+            outputs: [model]
+          use:
+            run: src.steps:use
+            inputs: {model: step.fit.model}
+            metrics: [score]
+        ''')
+    (root / "src" / "steps.py").write_text(
+        "import numpy as np\n"
+        "from sklearn.ensemble import RandomForestClassifier\n\n\n"
+        "def fit():\n"
+        "    X = np.random.RandomState(0).rand(60, 3)\n"
+        "    return RandomForestClassifier(n_estimators=3, random_state=0).fit(X, X[:, 0] > 0.5)\n\n\n"
+        "def use(model):\n"
+        "    return {'score': float(model.predict(np.eye(3)).sum())}\n")
+    _apply(root)
+    first = _state(root)["resources"]["step.fit"]["outputs"]["model"]
+    assert first["format"] == "skops"
+    out = _apply(root, "--replace", "step.fit")
+    assert "done      step.fit" in out and "step.use" not in out.split("Applying", 1)[1].replace(
+        "up to date", ""), out
+    assert _state(root)["resources"]["step.fit"]["outputs"]["model"]["hash"] == first["hash"]

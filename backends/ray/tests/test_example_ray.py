@@ -31,7 +31,7 @@ def test_churn_example_switches_to_ray_without_reruns_and_reproduces_hashes(tmp_
     ray = ["backend=ray", f"backend.address={ray_cluster.address}"]
     r = _cli(project, "apply", "--auto-approve")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "Apply complete: 9 ran" in r.stdout
+    assert "Apply complete: 11 ran" in r.stdout  # 10 step instances and the model version
     local = _hashes(project / ".mlspec/state")
     r = _cli(project, "apply", "--auto-approve", *ray)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -39,5 +39,5 @@ def test_churn_example_switches_to_ray_without_reruns_and_reproduces_hashes(tmp_
     r = _cli(project, "apply", "--auto-approve", *ray, f"++storage.state={tmp_path / 'st'}",
              f"++storage.artifacts={tmp_path / 'art'}")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "Apply complete: 9 ran" in r.stdout
+    assert "Apply complete: 11 ran" in r.stdout  # 10 step instances and the model version
     assert _hashes(tmp_path / "st") == local  # byte-identical outputs, computed on the cluster
