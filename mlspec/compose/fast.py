@@ -128,7 +128,12 @@ def compose_fast(primary: YamlSource, project_dir: Path, spec_path: Path, search
         if (plus == "" and not exists) or (plus == "+" and exists):
             return None
         node[path[-1]] = value
-    resolved = resolve_plain(data)
+    # an interpolation needs "${" in some source text or override: a spec with none skips the scan of every
+    # value (0.3 s at 50,000 steps)
+    if any("${" in s.text for s, _prefix in sources) or any("${" in str(o[-1]) for o in key_overrides):
+        resolved = resolve_plain(data)
+    else:
+        resolved = data, []
     if resolved is None:
         return None  # a resolver, a missing key, a cycle: OmegaConf resolves it or explains the error
     data, interp = resolved
