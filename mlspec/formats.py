@@ -372,11 +372,37 @@ def is_sklearn_model(value) -> bool:
     return type(value).__module__.split(".", 1)[0] == "sklearn" and hasattr(value, "get_params")
 
 
-# the default choice for a returned value, in order: a scikit-learn model is stored as skops (loading it runs
-# no code); a value JSON cannot hold falls through to pickle
+# the default choice for a returned value, in order: DataFrames as parquet, plain data (and numbers) as JSON, a
+# scikit-learn model, a numpy array or plain data holding them as skops (loading it runs no code); only what
+# none of these can hold falls through to pickle, which a consumer loads only when the spec declares it
 DEFAULT_ORDER = ("parquet", "json", "bytes", "text", "skops", "pickle")
-_DEFAULT_SAVES = {"parquet": is_dataframe, "json": lambda v: isinstance(v, (dict, list)),
-                  "bytes": _is_bytes, "text": _is_text, "skops": is_sklearn_model}
+
+
+def _json_scalar(value) -> bool:
+    return value is None or type(value) in (bool, int, float)
+
+
+def _skops_plain(value, depth: int = 0) -> bool:
+    """Values skops stores and loads back with no type to trust beyond its defaults and scikit-learn's: models,
+    numpy arrays and scalars, and lists, tuples and dicts (text keys) of those and plain scalars."""
+    if depth > 50:
+        return False
+    if is_sklearn_model(value) or _json_scalar(value) or isinstance(value, str):
+        return True
+    mod = type(value).__module__
+    if mod == "numpy" and type(value).__name__ in ("ndarray",) and value.dtype != object:
+        return True
+    if mod == "numpy" and hasattr(value, "dtype") and type(value).__name__ != "ndarray":
+        return True  # a numpy scalar (float64, int64, ...)
+    if type(value) in (list, tuple):
+        return all(_skops_plain(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return all(isinstance(k, str) and _skops_plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+_DEFAULT_SAVES = {"parquet": is_dataframe, "json": lambda v: isinstance(v, (dict, list)) or _json_scalar(v),
+                  "bytes": _is_bytes, "text": _is_text, "skops": _skops_plain}
 _GUESS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".pkl": "pickle", ".skops": "skops",
           ".pickle": "pickle", ".jsonl": "jsonl", ".txt": "text"}
 
