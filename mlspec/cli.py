@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--alias", required=True, metavar="ALIAS", help="the alias to move back, e.g. production")
     q.add_argument("--to", type=int, default=None, metavar="VERSION", help="this version (default: the previous holder)")
     q.add_argument("--reason", default="", metavar="TEXT", help="why (recorded in the history)")
+    q.add_argument("--force-with-reason", default=None, metavar="TEXT",
+                   help="move a protected alias to a version that never held it (or to a rejected one), saying why")
     _overrides(q)
 
     p = sub.add_parser("logs", parents=[common], help="print a step's log from its last run")

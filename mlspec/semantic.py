@@ -585,49 +585,14 @@ class _Checker:
                     self.check_ref(base + ("apply", i), ref, ("dataset", "step", "model", "deployment", "monitor"))
 
     def check_residency(self) -> None:
-        """Data with `residency:` (and anything derived from it) is read only by steps on allowed locations."""
-        restricted = {n: d.get("residency") for n, d in self.datasets.items()
-                      if isinstance(d, dict) and isinstance(d.get("residency"), list)}
-        if not restricted:
+        """Policy data_residency (mlspec.policies), reported here too: it depends on the spec alone, so it is
+        a located diagnostic of `mlspec validate` and stops every command before anything is planned."""
+        if _m(self.data.get("policies")).get("data_residency", True) is False:
             return
-        # carried[step] = {dataset: path of addresses from the dataset to this step}
-        carried: dict[str, dict] = {}
-        import graphlib
+        from mlspec.policies import residency_violations
 
-        try:
-            order = list(graphlib.TopologicalSorter(self.step_deps()).static_order())
-        except graphlib.CycleError:
-            return  # reported as a cycle
-        for n in order:
-            st = _m(self.steps[n])
-            mine: dict = {}
-            for a in self.input_refs(n):
-                if a.kind == "dataset" and a.name in restricted:
-                    mine.setdefault(a.name, [f"dataset.{a.name}", f"step.{n}"])
-                elif a.kind == "step" and a.name in carried:
-                    for ds, path in carried[a.name].items():
-                        mine.setdefault(ds, path + [f"step.{n}"])
-            carried[n] = mine
-            label, loc = _location_of(self, st)
-            for ds, path in sorted(mine.items()):
-                allowed = [str(x) for x in restricted[ds]]
-                if allowed and loc not in allowed:  # an empty list is a schema error
-                    self.err(("steps", n), "residency",
-                             f"step.{n} would run on backend '{label}' (location '{loc}'), but it reads data derived from "
-                             f"dataset.{ds}, which must stay in {', '.join(allowed)}: {' -> '.join(path)}; run it on a "
-                             f"backend located in {allowed[0]} (steps.{n}.backend)", prefer_key=True)
-
-
-def _location_of(checker: "_Checker", step: Mapping) -> tuple[str, str]:
-    """(backend label, location) a step runs at."""
-    top = _m(checker.data.get("backend"))
-    name = step.get("backend")
-    if isinstance(name, str) and name in checker.backends:
-        return name, str(_m(checker.backends[name]).get("location", "local"))
-    if isinstance(name, str) and name != top.get("type"):
-        return name, "local"
-    return str(top.get("type", "local")), str(top.get("location", "local"))
-
+        for v in residency_violations(self.data):
+            self.err(v.path, "residency", v.message, prefer_key=True)
 
 
 def semantic_diagnostics(data: Mapping, smap: SourceMap, backend_types: tuple = BUILTIN_BACKEND_TYPES,

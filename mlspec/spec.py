@@ -177,6 +177,7 @@ class Model:
     promote: Mapping = field(default_factory=dict)
     description: str = ""
     on_fail: str = "fail"  # a candidate that fails a gate: fail the apply (exit 1), or keep going with a warning
+    pin: Mapping = field(default_factory=dict)  # alias -> version the spec holds it on (desired state)
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,7 @@ class Spec:
     choices: Mapping = field(default_factory=dict)
     sensitive: Sensitivity = field(default_factory=Sensitivity, repr=False, compare=False)
     extensions: Mapping = field(default_factory=dict)  # top-level x-* sections, for resource-kind plugins
+    policies: Mapping = field(default_factory=dict)  # policy name -> its settings (mlspec.policies)
 
     def backend_for(self, step: Step) -> BackendConfig:
         """The backend a step runs on: its own `backend:` (a name in `backends` or a type) or the default."""
@@ -314,7 +316,8 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
                            tuple(d.get("residency") or ()), dict(d.get("options") or {}), d.get("contract"))
                 for n, d in (data.get("datasets") or {}).items()}
     models = {n: Model(n, m["from"], m.get("metrics", ""), dict(m.get("gates") or {}), dict(m.get("select") or {}),
-                       dict(m.get("promote") or {}), m.get("description", ""), m.get("on_fail", "fail"))
+                       dict(m.get("promote") or {}), m.get("description", ""), m.get("on_fail", "fail"),
+                       {str(a): int(v) for a, v in (m.get("pin") or {}).items()})
               for n, m in (data.get("models") or {}).items()}
     deployments = {n: Deployment(n, d["model"], d.get("backend", ""), d.get("port"), int(d.get("replicas", 1)),
                                  dict(d.get("health") or {}), d.get("description", ""))
@@ -334,4 +337,5 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
         secret_names=tuple(sorted((data.get("secrets") or {}).keys())),
         datasets=datasets, steps=steps, models=models, deployments=deployments, monitors=monitors,
         triggers=triggers, digest=digest, config=masked, choices=dict(choices or {}), sensitive=sensitive,
-        extensions={k: v for k, v in data.items() if isinstance(k, str) and k.startswith("x-")})
+        extensions={k: v for k, v in data.items() if isinstance(k, str) and k.startswith("x-")},
+        policies=dict(data.get("policies") or {}))
