@@ -54,6 +54,8 @@ class Plan:
                 s["restore"] += 1
             elif c.verdict is Verdict.CHECKOUT:
                 s["checkout"] += 1
+            elif c.kind == "model" and c.verdict is Verdict.NONE:  # only a pinned alias moves
+                s["move"] = s.get("move", 0) + 1
             elif c.kind == "model":  # a version to register is not a run
                 s["register"] = s.get("register", 0) + 1
             elif c.verdict is Verdict.UNKNOWN:

@@ -513,7 +513,8 @@ class _Checker:
 
     def aliases_of(self, model: str) -> list[str]:
         alias = _m(_m(self.models.get(model)).get("promote")).get("alias")
-        return [alias] if isinstance(alias, str) else []
+        pins = [a for a in _m(_m(self.models.get(model)).get("pin")) if isinstance(a, str) and a != alias]
+        return ([alias] if isinstance(alias, str) else []) + sorted(pins)
 
     def check_deployments(self):
         for name, dep in self.deployments.items():

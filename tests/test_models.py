@@ -129,7 +129,7 @@ def test_versions_gates_aliases_and_history_end_to_end(tmp_path):
 
     # the alias is protected: a hand promotion is refused, and allowed only with a reason
     r = p.run("models", "promote", "clf", "3", "--alias", "production")
-    assert r.returncode == 1 and "protected (policy protected_aliases)" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "policy protected_aliases: alias 'production' of model 'clf' is protected" in r.stderr and "Traceback" not in r.stderr
     r = p.run("models", "promote", "clf", "2", "--alias", "production", "--force-with-reason", "x")
     assert r.returncode == 0  # forced, even to a rejected version: the reason is recorded
     assert _registry(p)["history"][-1]["reason"] == "x"

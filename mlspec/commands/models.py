@@ -218,13 +218,12 @@ def _move_by_hand(args, console, project: Project, action: str) -> int:
 
     name, alias = args.name, args.alias
     model = project.spec.models.get(name)
-    promote = (model.promote or {}) if model else {}
     forced = getattr(args, "force_with_reason", None)
-    if action == "promote" and promote.get("protected") and promote.get("alias") == alias and not forced:
-        raise MlspecError(f"alias '{alias}' of model '{name}' is protected (policy protected_aliases): it moves "
-                          "only through the gates of an apply",
-                          hint=f"to override, say why: mlspec models promote {name} {args.version} --alias {alias} "
-                               "--force-with-reason TEXT")
+    pinned = (model.pin or {}).get(alias) if model else None
+    if pinned is not None:  # the spec holds this alias: a hand move would be undone by the next apply
+        raise MlspecError(f"alias '{alias}' of model '{name}' is pinned to version {pinned} by the spec "
+                          f"(models.{name}.pin.{alias}): a hand move would be undone by the next apply",
+                          hint="change or remove the pin in the spec, then apply: mlspec plan shows the move")
     project.lock.acquire(f"models {action}")
     try:
         st = project.read_state()
@@ -246,6 +245,12 @@ def _move_by_hand(args, console, project: Project, action: str) -> int:
             raise MlspecError(f"model '{name}' has no version {target} (versions: "
                               f"{', '.join(str(x['version']) for x in reg['versions'])})",
                               hint=f"see them with `mlspec models history {name}`")
+        from mlspec.policies import hand_move_violations
+
+        violations = hand_move_violations(project.spec, reg, name, alias, target, action, bool(forced))
+        if violations:
+            raise MlspecError("\n".join(x.line() for x in violations),
+                              hint="policies are set in the spec's `policies:` section (docs/spec.md#policies)")
         if v["status"] == "rejected" and not forced:
             raise MlspecError(f"version {target} of model '{name}' was rejected by its gates: it cannot hold an alias",
                               hint=f"promote a version that passed, or override: --force-with-reason TEXT")

@@ -69,6 +69,9 @@ def run(args, console: Console) -> int:
     check_addresses(project, nodes, args.target, "--target")
     check_addresses(project, nodes, args.replace, "--replace")
     plan, state, facts, nodes = project.plan(targets=args.target, replace=args.replace, nodes=nodes)
+    from mlspec.policies import enforce
+
+    enforce(project.spec, state)  # policies as code: a violation fails the plan (exit 1), one line each
     if not args.no_preflight:
         preflight(project, nodes, plan, console)
     data = plan.to_dict()

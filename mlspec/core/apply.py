@@ -92,6 +92,9 @@ def prepare(project, hooks: ApplyHooks, run_id: str, *, targets: Sequence[str] =
         if new_state and not state.exists:
             state = State.new(state.workspace, project.spec.project, new_state["lineage"], new_state["fingerprint_key"])
     plan, state, facts, nodes = project.plan(state, targets, replace, nodes)
+    from mlspec.policies import enforce
+
+    enforce(project.spec, state)  # again at apply: against the spec and the state as they are under the lock
     if saved is not None:
         moved = facts_moved(saved["plan"].get("facts") or {}, plan.facts)
         if moved:

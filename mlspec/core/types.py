@@ -82,13 +82,14 @@ class ReasonCode(str, enum.Enum):
     ALIAS_MOVED = "alias_moved"
     ALIAS_KEPT = "alias_kept"  # the alias stays where it is (gates fail, or not better)
     ALIAS_HELD_BY_HAND = "alias_held_by_hand"  # a hand promote/rollback holds the alias
+    ALIAS_PINNED = "alias_pinned"  # the spec pins the alias to a version the registry does not have it on
 
 
 # reasons whose JSON carries the value before / after the change
-_WITH_BEFORE = {ReasonCode.ALIAS_MOVED, ReasonCode.GATE_PASSED, ReasonCode.GATE_FAILED, ReasonCode.PARAM_CHANGED, ReasonCode.PARAM_REMOVED, ReasonCode.DEFINITION_CHANGED,
+_WITH_BEFORE = {ReasonCode.ALIAS_MOVED, ReasonCode.ALIAS_PINNED, ReasonCode.GATE_PASSED, ReasonCode.GATE_FAILED, ReasonCode.PARAM_CHANGED, ReasonCode.PARAM_REMOVED, ReasonCode.DEFINITION_CHANGED,
                 ReasonCode.DATA_CHANGED, ReasonCode.INPUT_REWIRED, ReasonCode.CHANGED,
                 ReasonCode.FILE_KEY_CHANGED, ReasonCode.FILE_KEY_REMOVED}
-_WITH_AFTER = {ReasonCode.MODEL_VERSION_NEW, ReasonCode.ALIAS_MOVED, ReasonCode.GATE_PASSED,
+_WITH_AFTER = {ReasonCode.MODEL_VERSION_NEW, ReasonCode.ALIAS_MOVED, ReasonCode.ALIAS_PINNED, ReasonCode.GATE_PASSED,
                ReasonCode.GATE_FAILED, ReasonCode.PARAM_CHANGED, ReasonCode.PARAM_ADDED, ReasonCode.DEFINITION_CHANGED,
                ReasonCode.DATA_CHANGED, ReasonCode.INPUT_REWIRED, ReasonCode.CHANGED,
                ReasonCode.FILE_KEY_CHANGED, ReasonCode.FILE_KEY_ADDED}
@@ -146,6 +147,7 @@ _TEXTS = {  # every ReasonCode's message (tests/test_core_types.py checks that e
     ReasonCode.ALIAS_MOVED: "alias {p}: {before} -> {after}",
     ReasonCode.ALIAS_KEPT: "alias {p}",
     ReasonCode.ALIAS_HELD_BY_HAND: "alias {p}",
+    ReasonCode.ALIAS_PINNED: "alias {p}: {before} -> {after} (pinned by the spec)",
 }
 
 
@@ -171,7 +173,7 @@ class Reason:
             alias = self.path.split(" ")[2] if self.before is not None and len(self.path.split(" ")) > 2 else ""
             baseline = f" ({alias}: {_num(self.before)})" if self.before is not None else ""
             return template.format(p=self.path, after=_num(self.after), baseline=baseline)
-        if self.code is ReasonCode.ALIAS_MOVED:  # version numbers; "none" when the alias was free
+        if self.code in (ReasonCode.ALIAS_MOVED, ReasonCode.ALIAS_PINNED):  # version numbers; "none" when the alias was free
             return template.format(p=self.path, before="none" if self.before is None else self.before,
                                    after="none" if self.after is None else self.after)
         return template.format(p=self.path, before=_fmt(self.before), after=_fmt(self.after))

@@ -109,6 +109,9 @@ def judge(model, reg: Mapping, metrics: Mapping | None, number: int) -> Judgemen
     if not alias:
         return j
     current = aliases.get(alias)
+    if alias in (model.pin or {}):
+        j.kept = f"{alias} stays on {current or 'none'}: pinned to version {model.pin[alias]} by the spec"
+        return j
     if j.failed:
         j.kept = f"{alias} stays on {current or 'none'}: a gate fails"
         return j
@@ -139,6 +142,29 @@ def judge(model, reg: Mapping, metrics: Mapping | None, number: int) -> Judgemen
 
 def _n(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def pin_moves(model, reg: Mapping, new: int | None = None) -> tuple[list, list]:
+    """The aliases the spec pins (``pin: {ALIAS: VERSION}``) that the registry has elsewhere: ([(alias, from,
+    to)], [why an alias cannot move yet]). ``new``: the version number this apply registers (pinnable too).
+    Pure."""
+    moves, waiting = [], []
+    aliases = reg.get("aliases") or {}
+    for alias, number in sorted((model.pin or {}).items()):
+        current = aliases.get(alias)
+        if current == number:
+            continue
+        if version_of(reg, number) is None and number != new:
+            waiting.append(f"{alias} stays on {current or 'none'}: pinned to version {number}, which is not "
+                           "registered in this workspace yet")
+            continue
+        moves.append((alias, current, number))
+    return moves, waiting
+
+
+def pin_reasons(moves: list, waiting: list) -> list:
+    return ([Reason(ReasonCode.ALIAS_PINNED, a, f, t) for a, f, t in moves]
+            + [Reason(ReasonCode.ALIAS_KEPT, w) for w in waiting])
 
 
 def _last_move(reg: Mapping, alias: str) -> dict | None:
@@ -249,7 +275,8 @@ class ModelKind(ResourceKind):
         if cand is None or cand[1] is None:
             unknown = [c[0] for c in cands if c[1] is None] or [c[0] for c in cands]
             j = judge(m, reg, None, reg["next_version"])
-            reasons = [Reason(ReasonCode.UPSTREAM_RERUN, u) for u in sorted(set(unknown))] + gate_reasons(j)
+            reasons = [Reason(ReasonCode.UPSTREAM_RERUN, u) for u in sorted(set(unknown))] + gate_reasons(j) \
+                + pin_reasons(*pin_moves(m, reg, reg["next_version"]))
             return Change(node.address, self.name, action, Verdict.UNKNOWN, tuple(reasons), None, None, before,
                           {"source": f"{item.sources[0] if len(item.sources) == 1 else m.source}"}, forced)
         src, h, metrics = cand
@@ -258,7 +285,12 @@ class ModelKind(ResourceKind):
         if existing is not None and not forced:
             reasons = ()
             alias = (m.promote or {}).get("alias")
-            last = _last_move(reg, alias) if alias else None
+            last = _last_move(reg, alias) if alias and alias not in (m.pin or {}) else None
+            moves, waiting = pin_moves(m, reg)
+            if moves:  # the spec pins an alias the registry has elsewhere: move it back (desired state)
+                return Change(node.address, self.name, Action.UPDATE, Verdict.NONE, tuple(pin_reasons(moves, waiting)),
+                              h, outputs, before, {"version": existing["version"], "aliases": dict(reg["aliases"]),
+                                                   "pins": [list(mv) for mv in moves]})
             if last is not None and last.get("by_hand"):
                 reasons = (Reason(ReasonCode.ALIAS_HELD_BY_HAND,
                                   f"{alias} on version {reg['aliases'].get(alias, 'none')}: {last.get('action')} "
@@ -277,8 +309,12 @@ class ModelKind(ResourceKind):
         elif alias:
             reasons.append(Reason(ReasonCode.ALIAS_KEPT, f"{alias}: {reg['aliases'].get(alias, 'none')} -> {number} "
                                                           "if the gates pass (known after apply)"))
+        moves, waiting = pin_moves(m, reg, number)
+        reasons += pin_reasons(moves, waiting)
         after = {"version": number, "hash": h, "source": f"{src}.{item.output}",
                  "status": "rejected" if j.failed else ("candidate" if j.unknown or not j.move else "promoted")}
+        if moves:
+            after["pins"] = [list(mv) for mv in moves]
         return Change(node.address, self.name, action, Verdict.REJECT if j.failed else Verdict.REGISTER,
                       tuple(reasons), h, outputs, before, after, forced)
 
@@ -315,6 +351,11 @@ class ModelKind(ResourceKind):
         h = out["hash"]
         existing = by_hash(reg, h)
         if existing is not None:
+            texts = _apply_pins(m, reg, run, now)
+            if texts:
+                reg["fingerprint"] = h
+                oc.verdict, oc.reason = "pin", "; ".join(texts)
+                return Done(oc, reg, outputs={"model": h})
             oc.status, oc.verdict = Status.UP_TO_DATE, Verdict.UP_TO_DATE.value
             oc.reason = f"version {existing['version']} has this content already"
             return Done(oc, None, outputs={"model": h})
@@ -354,6 +395,7 @@ class ModelKind(ResourceKind):
             texts.append(f"{j.move[0]}: {j.move[1] or 'none'} -> {number}")
         elif j.kept:
             texts.append(j.kept)
+        texts += _apply_pins(m, reg, run, now)
         oc.reason = "; ".join(texts)
         oc.metrics = metrics
         oc.outputs = {"model": {"hash": h, "size": out.get("size"), "format": stored}}
@@ -370,6 +412,12 @@ class ModelKind(ResourceKind):
     def verdict_text(self, change: Mapping) -> str:
         action, verdict = change["actions"][0], change.get("verdict")
         after = change.get("after") or {}
+        pins = ", ".join(f"{a}: {f or 'none'} -> {t}" for a, f, t in after.get("pins") or ())
+        if pins and not verdict:
+            return f"{pins} (pinned by the spec)"
+        if pins:
+            return f"{self.verdict_text({**change, 'after': {k: v for k, v in after.items() if k != 'pins'}})}; " \
+                   f"{pins} (pinned by the spec)"
         if action == "no-op":
             return f"up to date (version {after.get('version')})" if after.get("version") else "up to date"
         if verdict == Verdict.UNKNOWN.value:
@@ -377,6 +425,15 @@ class ModelKind(ResourceKind):
         if verdict == Verdict.REJECT.value:
             return f"register version {after.get('version')} as rejected"
         return f"register version {after.get('version')}"
+
+
+def _apply_pins(m, reg: dict, run, now: float) -> list:
+    """Move the aliases the spec pins (in place, recorded in the history); the texts of the moves."""
+    moves, _waiting = pin_moves(m, reg)
+    for alias, _frm, to in moves:
+        _move(reg, alias, to, run_id=run.run_id, action="pin", by_hand=False,
+              reason=f"pinned by the spec (models.{m.name}.pin.{alias})", when=now)
+    return [f"{alias}: {frm or 'none'} -> {to} (pinned by the spec)" for alias, frm, to in moves]
 
 
 def _why(m, j: Judgement) -> str:
