@@ -68,10 +68,11 @@ def run(args, console: Console) -> int:
     nodes = project.nodes()
     check_addresses(project, nodes, args.target, "--target")
     check_addresses(project, nodes, args.replace, "--replace")
-    plan, state, facts, nodes = project.plan(targets=args.target, replace=args.replace, nodes=nodes)
     from mlspec.policies import enforce
 
+    state = project.read_state()
     enforce(project.spec, state)  # policies as code: a violation fails the plan (exit 1), one line each
+    plan, state, facts, nodes = project.plan(state, targets=args.target, replace=args.replace, nodes=nodes)
     if not args.no_preflight:
         preflight(project, nodes, plan, console)
     data = plan.to_dict()

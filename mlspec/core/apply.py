@@ -83,6 +83,11 @@ def prepare(project, hooks: ApplyHooks, run_id: str, *, targets: Sequence[str] =
         hooks.note(f"Recovered the steps an interrupted apply had finished (state serial {state.serial}).")
     close_crashed_runs(project, RunStore(project.runs_loc), run_id)
     project.artifacts.clean_temp()
+    from mlspec.policies import enforce
+
+    # policies again at apply, against the spec and the state as they are under the lock: before a saved plan
+    # is found stale, so that what the state or spec now breaks is named
+    enforce(project.spec, state)
     if saved is not None:
         plan_data = saved["plan"]
         new_state = saved.get("new_state")
@@ -92,9 +97,6 @@ def prepare(project, hooks: ApplyHooks, run_id: str, *, targets: Sequence[str] =
         if new_state and not state.exists:
             state = State.new(state.workspace, project.spec.project, new_state["lineage"], new_state["fingerprint_key"])
     plan, state, facts, nodes = project.plan(state, targets, replace, nodes)
-    from mlspec.policies import enforce
-
-    enforce(project.spec, state)  # again at apply: against the spec and the state as they are under the lock
     if saved is not None:
         moved = facts_moved(saved["plan"].get("facts") or {}, plan.facts)
         if moved:

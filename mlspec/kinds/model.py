@@ -109,8 +109,9 @@ def judge(model, reg: Mapping, metrics: Mapping | None, number: int) -> Judgemen
     if not alias:
         return j
     current = aliases.get(alias)
-    if alias in (model.pin or {}):
-        j.kept = f"{alias} stays on {current or 'none'}: pinned to version {model.pin[alias]} by the spec"
+    if alias in (model.pin or {}):  # the pin moves it (its own reason), never the gates
+        pin = model.pin[alias]
+        j.kept = "" if pin == number else f"{alias} stays on {current or 'none'}: pinned to version {pin} by the spec"
         return j
     if j.failed:
         j.kept = f"{alias} stays on {current or 'none'}: a gate fails"
@@ -275,8 +276,10 @@ class ModelKind(ResourceKind):
         if cand is None or cand[1] is None:
             unknown = [c[0] for c in cands if c[1] is None] or [c[0] for c in cands]
             j = judge(m, reg, None, reg["next_version"])
-            reasons = [Reason(ReasonCode.UPSTREAM_RERUN, u) for u in sorted(set(unknown))] + gate_reasons(j) \
-                + pin_reasons(*pin_moves(m, reg, reg["next_version"]))
+            reasons = [Reason(ReasonCode.UPSTREAM_RERUN, u) for u in sorted(set(unknown))] + gate_reasons(j)
+            if j.kept and (m.promote or {}).get("alias") in (m.pin or {}):  # known now: gates never move a pin
+                reasons.append(Reason(ReasonCode.ALIAS_KEPT, j.kept))
+            reasons += pin_reasons(*pin_moves(m, reg, reg["next_version"]))
             return Change(node.address, self.name, action, Verdict.UNKNOWN, tuple(reasons), None, None, before,
                           {"source": f"{item.sources[0] if len(item.sources) == 1 else m.source}"}, forced)
         src, h, metrics = cand
@@ -291,8 +294,10 @@ class ModelKind(ResourceKind):
                 return Change(node.address, self.name, Action.UPDATE, Verdict.NONE, tuple(pin_reasons(moves, waiting)),
                               h, outputs, before, {"version": existing["version"], "aliases": dict(reg["aliases"]),
                                                    "pins": [list(mv) for mv in moves]})
+            if waiting:
+                reasons = tuple(pin_reasons([], waiting))
             if last is not None and last.get("by_hand"):
-                reasons = (Reason(ReasonCode.ALIAS_HELD_BY_HAND,
+                reasons += (Reason(ReasonCode.ALIAS_HELD_BY_HAND,
                                   f"{alias} on version {reg['aliases'].get(alias, 'none')}: {last.get('action')} "
                                   f"by hand ({last.get('reason') or 'no reason given'}); the spec "
                                   f"moves it again when a new version passes the gates"),)
@@ -306,7 +311,7 @@ class ModelKind(ResourceKind):
             reasons.append(Reason(ReasonCode.ALIAS_MOVED, j.move[0], j.move[1], j.move[2]))
         elif alias and j.kept:
             reasons.append(Reason(ReasonCode.ALIAS_KEPT, j.kept))
-        elif alias:
+        elif alias and alias not in (m.pin or {}):
             reasons.append(Reason(ReasonCode.ALIAS_KEPT, f"{alias}: {reg['aliases'].get(alias, 'none')} -> {number} "
                                                           "if the gates pass (known after apply)"))
         moves, waiting = pin_moves(m, reg, number)
