@@ -229,3 +229,15 @@ def test_data_residency_is_a_policy_and_a_validation_diagnostic(tmp_path):
     # moving the step to an allowed location satisfies it
     p.write("mlspec.yaml", (RESIDENCY % "").replace("    outputs: [model]", "    outputs: [model]\n    backend: onprem"))
     assert p.run("plan").returncode == 0
+
+
+def test_a_pin_to_the_version_being_registered_skips_it_when_rejected_and_protected(tmp_path):
+    top = "policies: {protected_aliases: [production]}\n"
+    p = _project(tmp_path, score=0.5, model="    on_fail: keep\n    pin: {production: 1}\n", top=top)
+    r = p.apply()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "production stays on none: version 1, which the spec pins, was rejected by its gates and production is " \
+           "protected (policy protected_aliases)" in r.stdout + r.stderr
+    assert _reg(p)["aliases"] == {} and _reg(p)["versions"][0]["status"] == "rejected"
+    _one_error(p.run("plan"), "policy protected_aliases: model.clf pins production to version 1, which its gates "
+                              "rejected")

@@ -434,11 +434,20 @@ class ModelKind(ResourceKind):
 
 def _apply_pins(m, reg: dict, run, now: float) -> list:
     """Move the aliases the spec pins (in place, recorded in the history); the texts of the moves."""
+    from mlspec.policies import is_protected
+
     moves, _waiting = pin_moves(m, reg)
-    for alias, _frm, to in moves:
+    texts = []
+    for alias, frm, to in moves:
+        if (version_of(reg, to) or {}).get("status") == "rejected" and is_protected(run.spec, m.name, alias):
+            # the version this apply registered was rejected: policy protected_aliases keeps it off the alias
+            run.warn(f"model.{m.name}", f"{alias} stays on {frm or 'none'}: version {to}, which the spec pins, "
+                                        f"was rejected by its gates and {alias} is protected (policy protected_aliases)")
+            continue
         _move(reg, alias, to, run_id=run.run_id, action="pin", by_hand=False,
               reason=f"pinned by the spec (models.{m.name}.pin.{alias})", when=now)
-    return [f"{alias}: {frm or 'none'} -> {to} (pinned by the spec)" for alias, frm, to in moves]
+        texts.append(f"{alias}: {frm or 'none'} -> {to} (pinned by the spec)")
+    return texts
 
 
 def _why(m, j: Judgement) -> str:
