@@ -138,9 +138,9 @@ def test_one_process_for_all_steps_and_none_when_the_code_did_not_change(project
     # a new param is a new question
     assert project.run("plan", "+steps.prepare.params.scale2=1").returncode == 1
     assert len(log.read_text().split()) == 2
-    # changed code is checked again
+    # changed code is checked again (code that runs on import: a comment alone changes no code fact)
     helpers = project.root / "src/demo/helpers.py"
-    helpers.write_text(helpers.read_text() + "\n# changed\n")
+    helpers.write_text(helpers.read_text() + "\nprint(end='')\n")
     assert project.run("plan").returncode == 0
     assert len(log.read_text().split()) == 3
 
@@ -262,6 +262,9 @@ def test_installing_or_removing_a_package_is_seen_after_a_check_passed(project, 
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     (Path(site) / "fancylib_mlspec_test.py").write_text("")
+    import mlspec  # the check runs `python -m mlspec.stepcheck` with the step's interpreter: give it this mlspec
+
+    (Path(site) / "mlspec_under_test.pth").write_text(str(Path(mlspec.__file__).resolve().parents[1]) + "\n")
     project.write("src/demo/extra.py", "import os\nimport fancylib_mlspec_test\n"
                                        "open(os.path.join(os.path.dirname(__file__), 'imported'), 'a').write('x')\n\n"
                                        "def side(raw):\n    return {}\n")

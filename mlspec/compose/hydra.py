@@ -46,8 +46,9 @@ def hydra_compose(config_dir: Path, name: str, overrides: list[str], shown: str,
         frames = {f.name for f in traceback.extract_tb(exc.__traceback__)}
         user = [o for o in overrides[1:] if o != "+backend=local"]
         if "_apply_overrides_to_config" not in frames or not user:
+            first = (str(exc).strip().splitlines() or ["assertion"])[0]  # one line, whatever Hydra's assert says
             raise SpecError([Diagnostic(shown, 0, 0, "defaults", "compose-error",
-                                        f"Hydra cannot compose the spec ({type(exc).__name__}: {exc or 'assertion'}); "
+                                        f"Hydra cannot compose the spec ({type(exc).__name__}: {first}); "
                                         "check the `defaults:` list")]) from None
         where = f"override '{user[0]}'" if len(user) == 1 else f"override '{' '.join(user)}'"
         raise SpecError([Diagnostic(where, 0, 0, "", "bad-override",
