@@ -319,6 +319,8 @@ def step_facts(inst, code: Mapping, input_hashes: Mapping, secret_fps: Mapping, 
 
 def io_facts(step) -> dict:
     """Declared formats and their load/save arguments: they change what the function sees or writes."""
+    if not step.input_opts and not step.output_opts:  # the usual step: nothing declared (50,000 calls)
+        return {}
     ins = {n: dict(o) for n, o in sorted(step.input_opts.items())}
     outs = {n: {"format": o.format, "save_args": dict(o.save_args)}
             for n, o in sorted(step.output_opts.items()) if o.format or o.save_args}

@@ -134,10 +134,11 @@ class _Checker:
         return a
 
     def outputs_of(self, step: str) -> list[str]:
-        outs = _m(self.steps.get(step)).get("outputs")
-        if isinstance(outs, dict):
-            return [o for o in outs if isinstance(o, str)]
-        return [o for o in outs if isinstance(o, str)] if isinstance(outs, list) else []
+        memo = self.__dict__.setdefault("_outputs_memo", {})  # asked twice per reference: once per step
+        if step not in memo:
+            outs = _m(self.steps.get(step)).get("outputs")
+            memo[step] = [o for o in outs if isinstance(o, str)] if isinstance(outs, (dict, list)) else []
+        return memo[step]
 
     def matrix_of(self, step: str, _seen: frozenset = frozenset()) -> dict:
         """Every matrix key an instance of ``step`` is addressed by -> its values: its own matrix and the

@@ -139,7 +139,7 @@ class OutputOpts:
 
 def output_opts(decl) -> tuple[tuple, dict]:
     """(names, {name: OutputOpts}) from the list or mapping form of ``outputs:``."""
-    if not isinstance(decl, Mapping):
+    if not isinstance(decl, dict):  # (a dict check: typing's Mapping check costs 3 us, twice per step)
         return tuple(decl or ()), {}
     opts = {}
     for name, o in decl.items():
@@ -157,7 +157,7 @@ def input_opts(decl) -> tuple[dict, dict]:
     """({name: address}, {name: {format, load_args}}) from ``inputs:`` (address strings or ``{from, ...}``)."""
     addresses, opts = {}, {}
     for name, v in (decl or {}).items():
-        if isinstance(v, Mapping):
+        if isinstance(v, dict):
             addresses[name] = v["from"]
             o = {k: v[k] for k in ("format", "load_args") if k in v}
             if o:
