@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         print(f"{mode:<11} {b:>17.2f} {m:>15.2f} {diff:>14.2f}  {verdict}")
     print("\nsequential: median latency of one step submitted and awaited; concurrent: wall time of N steps "
           "submitted at once, divided by N.")
-    print("\nReproduce:\n  /work/venv/bin/pip install -e . -e backends/ray\n"
+    print("\nReproduce (from the repository root, in an activated venv):\n  python -m pip install -e . -e backends/ray\n"
           f"  python benchmarks/bench_ray.py -n {args.n} --rounds {args.rounds}"
           + (f" --address {args.address}" if args.address else f" --num-cpus {args.num_cpus}"))
     return 0 if ok else 1
