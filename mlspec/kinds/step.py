@@ -60,11 +60,12 @@ def _same(a, b) -> bool:
     return type(a) is type(b) and a == b  # 1 and 1.0 (and True) differ in the fingerprint: here too
 
 
-def _key_reasons(path: str, o, n, reasons: list) -> None:
-    """Reasons for a depended-on key whose value changed, down to the changed leaves of a mapping."""
+def _key_reasons(path: str, o, n, reasons: list, sep: str = ".") -> None:
+    """Reasons for a depended-on key whose value changed, down to the changed leaves of a mapping (``sep``
+    joins the first level: ``params.yaml:a``, then ``a.b``)."""
     if isinstance(o, dict) and isinstance(n, dict):
         for k in sorted(set(o) | set(n)):
-            sub = f"{path}.{k}"
+            sub = f"{path}{sep}{k}"
             if k not in n:
                 reasons.append(Reason(ReasonCode.FILE_KEY_REMOVED, sub, _shown(o[k])))
             elif k not in o:
@@ -89,15 +90,7 @@ def _dep_reasons(old: Mapping, now: Mapping, reasons: list) -> None:
             reasons.append(Reason(ReasonCode.FILE_CHANGED, f))
     ok, nk = old.get("dep_keys") or {}, now.get("dep_keys") or {}
     for f in sorted(set(ok) | set(nk)):
-        okeys, nkeys = ok.get(f) or {}, nk.get(f) or {}
-        for k in sorted(set(okeys) | set(nkeys)):
-            path = f"{f}:{k}"
-            if k not in nkeys:
-                reasons.append(Reason(ReasonCode.FILE_KEY_REMOVED, path, _shown(okeys[k])))
-            elif k not in okeys:
-                reasons.append(Reason(ReasonCode.FILE_KEY_ADDED, path, None, _shown(nkeys[k])))
-            elif not _same(okeys[k], nkeys[k]):
-                _key_reasons(path, okeys[k], nkeys[k], reasons)
+        _key_reasons(f, ok.get(f) or {}, nk.get(f) or {}, reasons, sep=":")
 
 
 def diff_reasons(record: Mapping | None, now: Mapping, upstream_unknown=()) -> list[Reason]:
