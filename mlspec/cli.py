@@ -225,6 +225,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backends", parents=[common], help="list installed backends and check the configured one")
     add_format_option(p, "backends")
     _overrides(p)
+
+    p = sub.add_parser("triggers", parents=[common], help="which retraining triggers fire now, and why")
+    ts = p.add_subparsers(dest="triggers_command", metavar="SUBCOMMAND")
+    q = ts.add_parser("check", parents=[common], help="evaluate every trigger (or NAME...) at the clock; writes nothing")
+    q.add_argument("names", nargs="*", metavar="NAME", help="only these triggers")
+    q.add_argument("--now", default=None, metavar="TIME",
+                   help="evaluate at TIME (epoch seconds or ISO 8601, UTC unless it says) instead of the clock")
+    q.add_argument("--detailed-exitcode", action="store_true", help="exit 0 none fires, 1 error, 2 some fire")
+    add_format_option(q, "triggers check")
+    _spec_opts(q)
+
+    p = sub.add_parser("reconcile", parents=[common],
+                       help="refresh deployments, evaluate triggers, apply what fired (for a CI cron)")
+    p.add_argument("--now", default=None, metavar="TIME",
+                   help="evaluate the triggers at TIME (epoch seconds or ISO 8601) instead of the clock")
+    p.add_argument("--dry-run", action="store_true", help="print the decisions and the plan; apply nothing")
+    p.add_argument("--lock-timeout", default="0s", metavar="DURATION",
+                   help="wait this long for the state lock; default: exit 4 at once if it is held")
+    p.add_argument("--parallelism", type=int, default=None, metavar="N", help="run at most N steps at once")
+    p.add_argument("--no-preflight", action="store_true", help="skip backend preflight checks")
+    _spec_opts(p)
     return parser
 
 
@@ -244,7 +265,8 @@ def _plan_opts(p: argparse.ArgumentParser, *, formats: bool = True) -> None:
 
 def _subparser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
     """The parser of the (sub)command the arguments chose: its name is the one to ask for --help."""
-    for attr in ("command", "state_command", "models_command", "runs_command", "metrics_command", "plots_command", "artifacts_command"):
+    for attr in ("command", "state_command", "models_command", "runs_command", "metrics_command", "plots_command", "artifacts_command",
+                 "triggers_command"):
         name = getattr(args, attr, None)
         subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         if not name or not subs or name not in subs[0].choices:
@@ -270,6 +292,8 @@ COMMANDS = {
     "artifacts": "mlspec.commands.artifacts:run",
     "backends": "mlspec.commands.backends",
     "checkout": "mlspec.commands.checkout",
+    "triggers": "mlspec.commands.triggers",
+    "reconcile": "mlspec.commands.reconcile",
 }
 
 
@@ -320,7 +344,8 @@ def _main(argv: list[str] | None = None) -> int:
                                ("models", "models_command", "list, show, history, promote, rollback"),
                                ("runs", "runs_command", "list, show"), ("metrics", "metrics_command", "show, diff"),
                                ("plots", "plots_command", "show, diff"),
-                               ("artifacts", "artifacts_command", "get, verify")):
+                               ("artifacts", "artifacts_command", "get, verify"),
+                               ("triggers", "triggers_command", "check")):
         if args.command == cmd and not getattr(args, attr, None):
             print(f"Error: `mlspec {cmd}` needs a subcommand: {choices} (see mlspec {cmd} --help)", file=sys.stderr)
             return EXIT_ERROR
@@ -331,6 +356,10 @@ def _main(argv: list[str] | None = None) -> int:
         words = args.address
         args.address = [w for w in words if "=" not in w.split("[", 1)[0]]
         args.overrides = list(getattr(args, "overrides", []) or []) + [w for w in words if w not in args.address]
+    if isinstance(getattr(args, "names", None), list):  # `triggers check NAME... key=value`: likewise
+        words = args.names
+        args.names = [w for w in words if "=" not in w and not w.startswith(("~", "+"))]
+        args.overrides = list(getattr(args, "overrides", []) or []) + [w for w in words if w not in args.names]
     console = Console(color=False if args.no_color else None)
     if args.project_dir not in (".", ""):
         # like `git -C`: every relative path (spec, -o FILE, plan files) is relative to DIR

@@ -212,6 +212,7 @@ class Trigger:
     monitor: str = ""
     apply: tuple = ()
     description: str = ""
+    cooldown: str | float = ""  # a duration: inside it, a trigger whose condition holds does not fire
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,8 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
                            m.get("description", ""))
                 for n, m in (data.get("monitors") or {}).items()}
     triggers = {n: Trigger(n, t.get("schedule", ""), t.get("dataset", ""), t.get("monitor", ""),
-                           tuple(t.get("apply") or ()), t.get("description", ""))
+                           tuple(t.get("apply") or ()), t.get("description", ""),
+                           t.get("cooldown", ""))
                 for n, t in (data.get("triggers") or {}).items()}
     return Spec(
         project=data["project"], project_dir=project_dir, spec_file=spec_file,

@@ -32,6 +32,7 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "artifacts verify": ("text", "json"),
     "backends": ("text", "json", "markdown"),
     "checkout": ("text", "json"),
+    "triggers check": ("text", "json", "markdown"),
 }
 
 
