@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from conftest import run_cli
 
 TRIGGERS = """
 triggers:
