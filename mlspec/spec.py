@@ -132,6 +132,7 @@ class OutputOpts:
     type: str = "file"  # "file" or "dir"
     format: str = ""  # '' chooses from the returned value
     save_args: Mapping = field(default_factory=dict)
+    contract: Mapping | None = None  # checked when the step finishes (mlspec.contracts)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "type": self.type, "format": self.format, "save_args": dict(self.save_args)}
@@ -149,7 +150,8 @@ def output_opts(decl) -> tuple[tuple, dict]:
             continue
         path = str(o.get("path") or "")
         kind = o.get("type") or ("dir" if path.endswith("/") else "file")
-        opts[name] = OutputOpts(path.rstrip("/"), kind, str(o.get("format") or ""), dict(o.get("save_args") or {}))
+        opts[name] = OutputOpts(path.rstrip("/"), kind, str(o.get("format") or ""), dict(o.get("save_args") or {}),
+                                o.get("contract") or None)
     return tuple(decl), opts
 
 

@@ -32,6 +32,8 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "artifacts verify": ("text", "json"),
     "backends": ("text", "json", "markdown"),
     "checkout": ("text", "json"),
+    "data check": ("text", "json"),
+    "monitor": ("text", "json"),
 }
 
 
