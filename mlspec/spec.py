@@ -198,12 +198,14 @@ class Monitor:
     name: str
     deployment: str
     reference: str
-    method: str
-    threshold: float
+    method: str = "auto"
+    threshold: float | None = None  # None: the method's default (mlspec.drift.DEFAULT_THRESHOLD)
     features: tuple = ()
     schedule: str = ""
-    window: int | None = None
+    window: int | str | None = None  # newest N rows, or a duration ("24h")
     description: str = ""
+    target: str = ""  # the reference's label column: prediction drift
+    labels: Mapping = field(default_factory=dict)  # {from, key, target}: performance
 
 
 @dataclass(frozen=True)
@@ -324,9 +326,10 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
     deployments = {n: Deployment(n, d["model"], d.get("backend", ""), d.get("port"), int(d.get("replicas", 1)),
                                  dict(d.get("health") or {}), d.get("description", ""))
                    for n, d in (data.get("deployments") or {}).items()}
-    monitors = {n: Monitor(n, m["deployment"], m["reference"], m["method"], float(m["threshold"]),
+    monitors = {n: Monitor(n, m["deployment"], m["reference"], m.get("method", "auto"),
+                           float(m["threshold"]) if m.get("threshold") is not None else None,
                            tuple(m.get("features") or ()), m.get("schedule", ""), m.get("window"),
-                           m.get("description", ""))
+                           m.get("description", ""), m.get("target", ""), dict(m.get("labels") or {}))
                 for n, m in (data.get("monitors") or {}).items()}
     triggers = {n: Trigger(n, t.get("schedule", ""), t.get("dataset", ""), t.get("monitor", ""),
                            tuple(t.get("apply") or ()), t.get("description", ""))
