@@ -502,7 +502,7 @@ class ContractCache:
         try:
             f.parent.mkdir(parents=True, exist_ok=True)
             tmp = f.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(report.to_dict(), sort_keys=True), "utf-8")
+            tmp.write_text(json.dumps(report.to_dict()), "utf-8")  # example rows keep their column order
             os.replace(tmp, f)
         except OSError:
             pass  # a cache that cannot be written only costs a re-check
