@@ -245,6 +245,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_format_option(p, "checkout")
     _overrides(p)
 
+    p = sub.add_parser("data", parents=[common], help="data contracts: check data against them, draft one from data")
+    ds_ = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    q = ds_.add_parser("check", parents=[common], help="check datasets and step outputs against their contracts")
+    q.add_argument("addresses", nargs="*", metavar="ADDR",
+                   help="dataset.NAME or step.NAME.OUTPUT (default: everything that declares a contract)")
+    q.add_argument("--no-cache", action="store_true", help="check again even if this data passed before")
+    add_format_option(q, "data check")
+    _overrides(q)
+    q = ds_.add_parser("infer", parents=[common], help="draft a contract from the data, for review")
+    q.add_argument("address", metavar="ADDR", help="dataset.NAME or step.NAME.OUTPUT")
+    q.add_argument("-o", "--out", default=None, metavar="FILE", help="write the draft to FILE (default: stdout)")
+    _overrides(q)
+
+    p = sub.add_parser("monitor", parents=[common],
+                       help="compare a deployment's recent inputs with reference data: drift report (text, JSON, HTML)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="monitors to evaluate (default: all)")
+    p.add_argument("--current", default=None, metavar="PATH",
+                   help="compare this file (csv/parquet) instead of the deployment's request log")
+    p.add_argument("--reports", default=None, metavar="DIR", help="where to write NAME.json and NAME.html "
+                   "(default: .mlspec/reports/monitors)")
+    add_format_option(p, "monitor")
+    _overrides(p)
+
     p = sub.add_parser("backends", parents=[common], help="list installed backends and check the configured one")
     add_format_option(p, "backends")
     _overrides(p)
@@ -321,6 +344,8 @@ COMMANDS = {
     "checkout": "mlspec.commands.checkout",
     "triggers": "mlspec.commands.triggers",
     "reconcile": "mlspec.commands.reconcile",
+    "data": "mlspec.commands.data",
+    "monitor": "mlspec.commands.monitor",
 }
 
 
@@ -373,7 +398,8 @@ def _main(argv: list[str] | None = None) -> int:
                                ("runs", "runs_command", "list, show"), ("metrics", "metrics_command", "show, diff"),
                                ("plots", "plots_command", "show, diff"),
                                ("artifacts", "artifacts_command", "get, verify"),
-                               ("triggers", "triggers_command", "check")):
+                               ("triggers", "triggers_command", "check"),
+                               ("data", "data_command", "check, infer")):
         if args.command == cmd and not getattr(args, attr, None):
             print(f"Error: `mlspec {cmd}` needs a subcommand: {choices} (see mlspec {cmd} --help)", file=sys.stderr)
             return EXIT_ERROR

@@ -132,6 +132,7 @@ class OutputOpts:
     type: str = "file"  # "file" or "dir"
     format: str = ""  # '' chooses from the returned value
     save_args: Mapping = field(default_factory=dict)
+    contract: Mapping | None = None  # checked when the step finishes (mlspec.contracts)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "type": self.type, "format": self.format, "save_args": dict(self.save_args)}
@@ -149,7 +150,8 @@ def output_opts(decl) -> tuple[tuple, dict]:
             continue
         path = str(o.get("path") or "")
         kind = o.get("type") or ("dir" if path.endswith("/") else "file")
-        opts[name] = OutputOpts(path.rstrip("/"), kind, str(o.get("format") or ""), dict(o.get("save_args") or {}))
+        opts[name] = OutputOpts(path.rstrip("/"), kind, str(o.get("format") or ""), dict(o.get("save_args") or {}),
+                                o.get("contract") or None)
     return tuple(decl), opts
 
 
@@ -209,12 +211,14 @@ class Monitor:
     name: str
     deployment: str
     reference: str
-    method: str
-    threshold: float
+    method: str = "auto"
+    threshold: float | None = None  # None: the method's default (mlspec.drift.DEFAULT_THRESHOLD)
     features: tuple = ()
     schedule: str = ""
-    window: int | None = None
+    window: int | str | None = None  # newest N rows, or a duration ("24h")
     description: str = ""
+    target: str = ""  # the reference's label column: prediction drift
+    labels: Mapping = field(default_factory=dict)  # {from, key, target}: performance
 
 
 @dataclass(frozen=True)
@@ -353,9 +357,10 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
                        {str(a): int(v) for a, v in (m.get("pin") or {}).items()})
               for n, m in (data.get("models") or {}).items()}
     deployments = {n: _deployment(n, d) for n, d in (data.get("deployments") or {}).items()}
-    monitors = {n: Monitor(n, m["deployment"], m["reference"], m["method"], float(m["threshold"]),
+    monitors = {n: Monitor(n, m["deployment"], m["reference"], m.get("method", "auto"),
+                           float(m["threshold"]) if m.get("threshold") is not None else None,
                            tuple(m.get("features") or ()), m.get("schedule", ""), m.get("window"),
-                           m.get("description", ""))
+                           m.get("description", ""), m.get("target", ""), dict(m.get("labels") or {}))
                 for n, m in (data.get("monitors") or {}).items()}
     triggers = {n: Trigger(n, t.get("schedule", ""), t.get("dataset", ""), t.get("monitor", ""),
                            tuple(t.get("apply") or ()), t.get("description", ""),

@@ -35,6 +35,8 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "backends": ("text", "json", "markdown"),
     "checkout": ("text", "json"),
     "triggers check": ("text", "json", "markdown"),
+    "data check": ("text", "json"),
+    "monitor": ("text", "json"),
 }
 
 
