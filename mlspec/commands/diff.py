@@ -22,7 +22,7 @@ from pathlib import Path
 from mlspec.console import Console
 from mlspec.errors import MlspecError
 
-MASKED = "***"  # what a sensitive value shows as (mlspec.sensitive.MASK)
+from mlspec.sensitive import MASK as MASKED  # what a sensitive value shows as
 
 
 # --- git -----------------------------------------------------------------------------------------------
