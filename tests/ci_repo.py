@@ -39,11 +39,11 @@ def extra(clean: pd.DataFrame):
     return {"stats": {"n": len(clean)}}
 
 
-def slow(clean: pd.DataFrame, seconds: float = 30.0):
+def slow(clean: pd.DataFrame):
     marker = os.environ.get("MLSPEC_TEST_MARKER")
     if marker:
         open(marker, "w").write("started")
-    time.sleep(seconds)
+    time.sleep(float(os.environ.get("MLSPEC_TEST_SLEEP", "0")))
     return {"done": {"n": len(clean)}}
 '''
 
@@ -100,6 +100,19 @@ def git(root: Path, *args: str) -> str:
     r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
+
+
+SLOW_STEP = """\
+  slow:
+    run: demo.steps:slow
+    inputs: {clean: step.prepare.clean}
+    outputs: [done]
+"""
+
+
+def s3_storage(endpoint: str, prefix: str) -> str:
+    return (f"storage:\n  state: s3://team/{prefix}/state\n  artifacts: s3://team/{prefix}/artifacts\n"
+            f"  options: {{endpoint_url: \"{endpoint}\"}}\n")
 
 
 def make_repo(root: Path, storage: str = "") -> Path:

@@ -81,7 +81,7 @@ def create(project: Project, name: str, source: str | None, console: Console | N
         if not src.exists and not src.resources:
             raise MlspecError(f"--from {source}: workspace '{source}' has no state{did_you_mean(source, names(loc))}",
                               hint="apply there first, or create the workspace empty (without --from)")
-    lock = StateLock(loc, name)
+    lock = StateLock(loc, name, project.lock.lease)
     lock.acquire("workspace new")
     try:
         if exists(loc, name):
@@ -110,7 +110,7 @@ def delete(project: Project, name: str) -> State:
     if not exists(loc, name):
         raise MlspecError(f"no workspace '{name}'{did_you_mean(name, names(loc))}",
                           hint="list them with `mlspec workspace list`")
-    lock = StateLock(loc, name)
+    lock = StateLock(loc, name, project.lock.lease)
     lock.acquire("workspace delete")
     try:
         store = StateStore(loc, name)
