@@ -268,6 +268,47 @@ def build_parser() -> argparse.ArgumentParser:
     add_format_option(p, "monitor")
     _overrides(p)
 
+    p = sub.add_parser("diff", parents=[common], help="what changed in the composed spec between two git revisions")
+    p.add_argument("--base", default=None, metavar="REV",
+                   help="the revision to compare with (default: the merge-base of HEAD with the default branch)")
+    p.add_argument("--head", default=None, metavar="REV", help="the revision to compare (default: the working tree)")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                   help="output format: text, json, markdown (default text)")
+    p.add_argument("--exit-code", action="store_true", help="exit 2 when the spec changed, 0 when not")
+    _spec_opts(p)
+
+    p = sub.add_parser("review", parents=[common],
+                       help="one pull-request comment: spec diff, plan, gates and metrics against the base")
+    p.add_argument("--base", default=None, metavar="REV",
+                   help="the base revision of the spec diff (default: the merge-base with the default branch)")
+    p.add_argument("--base-workspace", default=None, metavar="NAME",
+                   help="the workspace whose state the metrics are compared with (default: the one this "
+                        "workspace was made from, else the spec's storage.workspace)")
+    p.add_argument("--format", choices=("markdown", "text", "json"), default="markdown",
+                   help="output format: markdown (the comment), text, json (default markdown)")
+    p.add_argument("-o", "--out", default=None, metavar="FILE", help="also write the comment to FILE")
+    p.add_argument("--no-preflight", action="store_true", help="skip backend preflight checks")
+    _spec_opts(p)
+
+    p = sub.add_parser("workspace", parents=[common], help="list, create and delete state workspaces")
+    ws = p.add_subparsers(dest="workspace_command", metavar="SUBCOMMAND")
+    q = ws.add_parser("list", parents=[common], help="list the workspaces of the state store")
+    q.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    q = ws.add_parser("new", parents=[common], help="create a workspace, optionally from another one's state")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--from", dest="from_ws", default=None, metavar="WS",
+                   help="start from this workspace's current state (its results are re-used, nothing re-runs)")
+    q.add_argument("--exist-ok", action="store_true", help="do nothing (exit 0) if NAME exists already")
+    q = ws.add_parser("delete", parents=[common], help="delete a workspace's state (its artifacts stay)")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--missing-ok", action="store_true", help="exit 0 if NAME does not exist")
+
+    p = sub.add_parser("fmt", parents=[common], help="rewrite spec files in the canonical key order and style")
+    p.add_argument("paths", nargs="*", metavar="FILE",
+                   help="spec files or directories (default: the root spec and its config group files)")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 listing the files fmt would change")
+    p.add_argument("--diff", action="store_true", help="print what would change as a unified diff")
+
     p = sub.add_parser("backends", parents=[common], help="list installed backends and check the configured one")
     add_format_option(p, "backends")
     _overrides(p)
@@ -346,6 +387,10 @@ COMMANDS = {
     "reconcile": "mlspec.commands.reconcile",
     "data": "mlspec.commands.data",
     "monitor": "mlspec.commands.monitor",
+    "diff": "mlspec.commands.diff",
+    "review": "mlspec.commands.review",
+    "workspace": "mlspec.commands.workspace",
+    "fmt": "mlspec.commands.fmt",
 }
 
 
@@ -399,7 +444,8 @@ def _main(argv: list[str] | None = None) -> int:
                                ("plots", "plots_command", "show, diff"),
                                ("artifacts", "artifacts_command", "get, verify"),
                                ("triggers", "triggers_command", "check"),
-                               ("data", "data_command", "check, infer")):
+                               ("data", "data_command", "check, infer"),
+                               ("workspace", "workspace_command", "list, new, delete")):
         if args.command == cmd and not getattr(args, attr, None):
             print(f"Error: `mlspec {cmd}` needs a subcommand: {choices} (see mlspec {cmd} --help)", file=sys.stderr)
             return EXIT_ERROR

@@ -29,6 +29,7 @@ class Storage:
     workspace: str = "default"
     options: Mapping = field(default_factory=dict)
     link: tuple = ("reflink", "copy")  # how outputs with a path are put in the project, tried in order
+    lock_lease: str | float | None = None  # the lease of a lock on an object store (mlspec.lock); None: 60 s
 
 
 @dataclass(frozen=True)
@@ -314,7 +315,7 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
     st = data.get("storage") or {}
     storage = Storage(st.get("state", ".mlspec/state"), st.get("artifacts", ".mlspec/artifacts"),
                       st.get("workspace", "default"), dict(st.get("options") or {}),
-                      tuple(st.get("link") or ("reflink", "copy")))
+                      tuple(st.get("link") or ("reflink", "copy")), st.get("lock_lease"))
     steps = {}
     for name, s in (data.get("steps") or {}).items():
         params, secret_params = {}, set()
