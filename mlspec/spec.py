@@ -113,6 +113,7 @@ class Step:
     output_opts: Mapping = field(default_factory=dict)  # output name -> OutputOpts (only outputs that declare any)
     input_opts: Mapping = field(default_factory=dict)  # input name -> {"format", "load_args"} (only when declared)
     fan_out: bool = True  # fan out with matrix upstreams; False gathers them
+    image: str = ""  # container image the step runs in (backends that run images); its digest joins the fingerprint
 
     def output_path(self, name: str) -> str:
         """The project path an output is materialised at ('' when it has none)."""
@@ -348,7 +349,7 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
             timeout=parse_duration(s["timeout"]) if s.get("timeout") is not None else None,
             backend=s.get("backend", ""), matrix={k: list(v) for k, v in (s.get("matrix") or {}).items()},
             env={k: str(v) for k, v in (s.get("env") or {}).items()}, cache=bool(s.get("cache", True)),
-            external_paths=tuple(s.get("external_paths") or ()),
+            external_paths=tuple(s.get("external_paths") or ()), image=str(s.get("image") or ""),
             plots={o: _plot(o, p or {}) for o, p in (s.get("plots") or {}).items()})
     datasets = {n: Dataset(n, d["uri"], d.get("format", "auto"), d.get("description", ""),
                            tuple(d.get("residency") or ()), dict(d.get("options") or {}), d.get("contract"))

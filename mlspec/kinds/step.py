@@ -101,7 +101,7 @@ def diff_reasons(record: Mapping | None, now: Mapping, upstream_unknown=()) -> l
     for up in sorted(set(upstream_unknown)):
         reasons.append(Reason(ReasonCode.UPSTREAM_RERUN, up))
     old = record.get("facts") or {}
-    for key in ("run", "cmd", "outputs", "metrics", "env", "io"):
+    for key in ("run", "cmd", "outputs", "metrics", "env", "io", "image"):
         if old.get(key) != now.get(key):
             if _sensitive(old.get(key)) or _sensitive(now.get(key)):
                 reasons.append(Reason(ReasonCode.SECRET_CHANGED, key))
@@ -184,6 +184,31 @@ def _broken_outputs(record: Mapping | None, facts) -> list:
                   if isinstance(o, dict) and o.get("hash") in facts.bad_outputs)
 
 
+def _resolve_images(spec, project, steps: Mapping, facts) -> None:
+    """The id (digest) of each image a step pins, asked of the step's backend (``resolve_image``): it joins the
+    step's fingerprint, so a rebuilt image shows in the plan and re-runs the step."""
+    from mlspec.preflight import make_backend
+
+    backends: dict = {}
+    try:
+        for name, step in sorted(steps.items()):
+            cfg = spec.backend_for(step)
+            if cfg.name not in backends:
+                backends[cfg.name] = make_backend(project, cfg)
+            resolve = getattr(backends[cfg.name], "resolve_image", None)
+            if resolve is None:
+                raise MlspecError(f"steps.{name}.image: the step runs on backend '{cfg.name}' ({cfg.type}), which "
+                                  "does not run container images",
+                                  hint=f"run it on a docker backend (steps.{name}.backend: docker), or drop image:")
+            try:
+                facts.images[name] = resolve(step.image)
+            except MlspecError as exc:
+                raise MlspecError(f"steps.{name}.image: {exc.message}", hint=exc.hint) from None
+    finally:
+        for b in backends.values():
+            b.close()
+
+
 class StepKind(ResourceKind):
     name = "step"
     order = 20
@@ -199,6 +224,9 @@ class StepKind(ResourceKind):
         from mlspec.fingerprint import gather_steps
 
         gather_steps(spec, facts, ctx.cache, state.fingerprint_key)
+        pinned = {n.item.step.name: n.item.step for n in nodes if n.item.step.image}
+        if pinned:
+            _resolve_images(spec, ctx, pinned, facts)
         # every recorded output of the planned steps: in the store with its size? (a stat each, no reads; a
         # directory output's manifest is read and each of its files stat-ed)
         for node in nodes:
@@ -248,7 +276,7 @@ class StepKind(ResourceKind):
                     input_hashes[ref.name] = outs[ref.output]
                     sources[ref.name] = f"{ref.resource}.{ref.output}"
         sf = step_facts(inst, facts.code.get(inst.step.name, {}), input_hashes, facts.secrets,
-                        facts.deps.get(inst.step.name))
+                        facts.deps.get(inst.step.name), facts.images.get(inst.step.name, ""))
         detail = StepDetail(sf, sources)
         before = {"fingerprint": record.get("fingerprint"), "params": (record.get("facts") or {}).get("params")} \
             if record else None
@@ -405,7 +433,8 @@ class StepKind(ResourceKind):
                            output_opts={k: {"path": o.path, "type": o.type} for k, o in inst.step.output_opts.items()},
                            output_formats={n: {"format": o.format, "save_args": dict(o.save_args)}
                                            for n, o in inst.step.output_opts.items() if o.format or o.save_args}
-                           ).to_dict()
+                           ).to_dict() | ({"image": run.facts.images.get(inst.step.name) or inst.step.image}
+                                          if inst.step.image else {})
 
     def materialise(self, node: Node, outputs: Mapping, run, strict: bool = False) -> None:
         """Put each output that declares a project path there (nothing to do for the others). A failure is a
