@@ -191,16 +191,20 @@ def _monitor(d: Decision, trig, spec, monitor) -> None:
         raise MlspecError(f"monitor '{trig.monitor}' cannot be evaluated here")
     res = dict(monitor(trig.monitor))
     value, threshold = res.get("value"), res.get("threshold", mon.threshold)
+    threshold = 0.0 if threshold is None else threshold
     d.values = {"monitor": trig.monitor, "method": mon.method, "value": value, "threshold": threshold,
                 **({"detail": res["detail"]} if res.get("detail") else {})}
     below = mon.method in QUALITY_METHODS
     breached = res.get("breached")
     if breached is None and isinstance(value, (int, float)):
-        breached = value < threshold if below else value > threshold
-    rel = ("<" if breached else ">=") if below else (">" if breached else "<=")
+        breached = value < threshold if below else value >= threshold
     shown = f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
     d.condition = bool(breached)
-    d.why = (f"monitor {trig.monitor}: {mon.method} {shown} {rel} {threshold:g}"
+    if below:
+        what = f"{mon.method} {shown} {'<' if breached else '>='} {threshold:g}"
+    else:  # data drift: the share of drifted features against the share at which the data drifts
+        what = f"drifted share {shown} {'>=' if breached else '<'} {threshold:g}"
+    d.why = (f"monitor {trig.monitor}: {what}"
              + (" (breached)" if breached else "") + (f"; {res['detail']}" if res.get("detail") else ""))
 
 

@@ -31,13 +31,38 @@ def observers(project: Project, now: float):
         return dataset_fact(spec, ds, project.cache)["hash"]
 
     def monitor(name: str):
-        try:
-            from mlspec import monitoring
-        except ImportError:
-            raise MlspecError("monitors are not evaluated by this mlspec build") from None
-        return monitoring.evaluate_for_trigger(project, name, now)
+        return monitor_verdict(project, name)
 
     return dataset_hash, monitor
+
+
+def monitor_verdict(project: Project, name: str) -> dict:
+    """A monitor evaluated now (mlspec.monitoring, the same report `mlspec monitor` prints) as a trigger reads
+    it: data drift is breached when the share of drifted features reaches the report's drift share; a quality
+    monitor (``accuracy``) when the metric on the labelled logged predictions is below its threshold."""
+    import dataclasses
+
+    from mlspec.monitoring import evaluate
+    from mlspec.triggers import QUALITY_METHODS
+
+    mon = project.spec.monitors[name]
+    if mon.method in QUALITY_METHODS:
+        if mon.threshold is None or not mon.labels:
+            raise MlspecError(f"monitor '{name}' ({mon.method}) needs a `threshold` and `labels` to be evaluated",
+                              hint="docs/monitoring.md: quality monitors")
+        report = evaluate(project, dataclasses.replace(mon, method="auto", threshold=None))
+        perf = report.get("performance") or {}
+        value = perf.get(mon.method)
+        if value is None:
+            raise MlspecError(f"monitor '{name}': no {mon.method} on the logged predictions "
+                              f"({perf.get('note') or 'the labels give ' + ', '.join(k for k in perf if k in ('accuracy', 'mae', 'rmse'))})")
+        return {"value": value, "threshold": mon.threshold, "breached": value < mon.threshold,
+                "detail": f"{perf.get('rows_labelled', 0)} labelled rows"}
+    report = evaluate(project, mon)
+    drifted, k = report["drifted_features"], len(report["features"])
+    detail = f"{len(drifted)} of {k} features drifted" + (f" ({', '.join(drifted[:6])})" if drifted else "")
+    return {"value": report["share_drifted"], "threshold": report["drift_share"], "breached": report["dataset_drift"],
+            "detail": detail}
 
 
 def decisions(project: Project, now: float, names: tuple = (), state=None):
