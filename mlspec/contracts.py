@@ -92,8 +92,11 @@ class ContractReport:
         return "\n".join([head] + [f"  - {v.line(self.row_word)}" for v in self.violations])
 
     def hint(self) -> str:
-        return (f"fix the data, or the contract in the spec if it is wrong; "
-                f"`mlspec data check {self.source}` checks it again without applying")
+        if self.source.startswith("dataset."):
+            return (f"fix the data, or the contract in the spec if it is wrong; "
+                    f"`mlspec data check {self.source}` checks it again without applying")
+        step = self.source.rsplit(".", 1)[0]
+        return f"fix what {step} writes, or the contract in the spec if it is wrong, then apply again"
 
     def to_dict(self) -> dict:
         return {"source": self.source, "where": self.where, "rows": self.rows, "ok": self.ok,
