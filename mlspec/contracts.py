@@ -520,7 +520,10 @@ def check_dataset(spec, ds, data_hash: str | None = None, *, use_cache: bool = T
             return hit, True
     uri = ds.uri
     path = uri if ("://" in uri and not uri.startswith("file://")) or os.path.isabs(uri) else str(spec.project_dir / uri)
-    report = check_path(ds.contract, path, ds.address, ds.format, ds.options, shown=uri)
+    try:
+        report = check_path(ds.contract, path, ds.address, ds.format, ds.options, shown=uri)
+    except MlspecError as exc:  # a contract that cannot be built (an unknown dtype): the report says so
+        report = ContractReport(ds.address, uri, None, [Violation("", "contract", 0, exc.message)])
     if data_hash:
         cache.put(data_hash, ds.contract, report)
     return report, False
@@ -547,7 +550,10 @@ def check_output(project, address: str, output: str, out: Mapping, contract: Map
         except MlspecError as exc:
             report = ContractReport(source, h, None, [Violation("", "readable", 0, str(exc))])
         else:
-            report = check_path(contract, str(path), source, fmt, shown=f"{output} ({fmt}, {h[:16]})")
+            try:
+                report = check_path(contract, str(path), source, fmt, shown=f"{output} ({fmt}, {h[:16]})")
+            except MlspecError as exc:
+                report = ContractReport(source, h, None, [Violation("", "contract", 0, exc.message)])
     cache.put(h, contract, report)
     return report, False
 
