@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "workspace was made from, else the spec's storage.workspace)")
     p.add_argument("--format", choices=("markdown", "text", "json"), default="markdown",
                    help="output format: markdown (the comment), text, json (default markdown)")
+    p.add_argument("--plan", default=None, metavar="FILE",
+                   help="show this saved plan (`plan -o FILE`, e.g. the one an apply just ran) instead of planning now")
     p.add_argument("-o", "--out", default=None, metavar="FILE", help="also write the comment to FILE")
     p.add_argument("--no-preflight", action="store_true", help="skip backend preflight checks")
     _spec_opts(p)
