@@ -296,14 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     ws = p.add_subparsers(dest="workspace_command", metavar="SUBCOMMAND")
     q = ws.add_parser("list", parents=[common], help="list the workspaces of the state store")
     q.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    _overrides(q)
     q = ws.add_parser("new", parents=[common], help="create a workspace, optionally from another one's state")
     q.add_argument("name", metavar="NAME")
     q.add_argument("--from", dest="from_ws", default=None, metavar="WS",
                    help="start from this workspace's current state (its results are re-used, nothing re-runs)")
     q.add_argument("--exist-ok", action="store_true", help="do nothing (exit 0) if NAME exists already")
+    _overrides(q)
     q = ws.add_parser("delete", parents=[common], help="delete a workspace's state (its artifacts stay)")
     q.add_argument("name", metavar="NAME")
     q.add_argument("--missing-ok", action="store_true", help="exit 0 if NAME does not exist")
+    _overrides(q)
 
     p = sub.add_parser("fmt", parents=[common], help="rewrite spec files in the canonical key order and style")
     p.add_argument("paths", nargs="*", metavar="FILE",
