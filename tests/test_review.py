@@ -62,6 +62,15 @@ def test_review_on_the_branch_workspace_plans_only_what_changed_and_its_apply_re
     # main's workspace is untouched by the branch
     git(root, "checkout", "-q", "main")
     assert "No changes" in cli("plan").stdout
+    # the merge: main's apply finds what the PR computed in the shared run-cache and runs nothing
+    git(root, "merge", "-q", "--ff-only", "feature")
+    r = cli("apply", "--auto-approve")
+    assert r.returncode == 0, r.stdout + r.stderr
+    merged = json.loads(sorted((root / ".mlspec/state/runs").glob("*.json"))[-1].read_text())
+    assert merged["workspace"] == "default"
+    statuses = {a: s["status"] for a, s in merged["steps"].items() if a.startswith("step.")}
+    assert {a for a, st in statuses.items() if st == "ran"} == set(), statuses
+    assert {a for a, st in statuses.items() if st == "restored"} == {"step.report", "step.publish", "step.extra"}
 
 
 def test_the_comment_of_a_2000_step_spec_stays_under_githubs_limit(tmp_path):
