@@ -349,9 +349,15 @@ def spec_diff(project_dir, spec_file: str | None, overrides, base_rev: str | Non
         base_label, base_commit = base_rev, resolve_commit(root, base_rev, "--base")
     else:
         base_label, base_commit = default_base(root)
+    from mlspec.compose.groups import DEFAULT_SPEC
+
     with tempfile.TemporaryDirectory(prefix="mlspec-diff-") as tmp:
         where = export_revision(root, prefix, base_commit, Path(tmp) / "base")
-        base = compose_side(where, spec_file, overrides, f"{base_label} ({base_commit[:10]})", base_commit)
+        label = f"{base_label} ({base_commit[:10]})"
+        if (where / (spec_file or DEFAULT_SPEC)).is_file():
+            base = compose_side(where, spec_file, overrides, label, base_commit)
+        else:  # the branch adds the spec: everything in it is new
+            base = Side(label, base_commit, {}, {}, frozenset(), {}, lambda path: "", [])
         if head_rev:
             head_commit = resolve_commit(root, head_rev, "--head")
             where = export_revision(root, prefix, head_commit, Path(tmp) / "head")
