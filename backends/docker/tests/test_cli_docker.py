@@ -153,5 +153,5 @@ def test_backends_command_shows_docker_health(tmp_path, docker_engine):
     assert r.returncode == 0, r.stderr
     assert "docker  mlspec-docker" in r.stdout
     # the engine URL came from the environment (DOCKER_HOST), so mlspec shows it as (sensitive)
-    assert "Configured backend: docker — ok: Docker" in r.stdout and "2 CPUs" not in r.stderr, r.stdout
+    assert "Configured backend: docker — ok: Docker" in r.stdout, r.stdout
     assert "host environment" in r.stdout
