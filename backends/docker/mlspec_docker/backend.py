@@ -183,13 +183,19 @@ class DockerBackend(Backend):
         import docker
 
         url = self.engine_url
+        hint = "start it (dockerd, or the Docker service), or point backend.host or DOCKER_HOST at a running engine"
+        if url.startswith("unix://") and not os.path.exists(url[len("unix://"):]):
+            raise BackendError(f"cannot reach the Docker engine at {url}: there is no socket at that path", hint=hint)
         try:
             client = docker.DockerClient(base_url=url, timeout=self.connect_timeout, version="1.41")
             client.ping()
         except Exception as exc:  # noqa: BLE001 - DockerException, connection errors, bad URLs
-            raise BackendError(f"cannot reach the Docker engine at {url}: {_first_line(exc)}",
-                               hint="start it (dockerd, or the Docker service), or point backend.host or "
-                                    "DOCKER_HOST at a running engine") from None
+            text = _first_line(exc)
+            for known in ("Connection refused", "timed out", "Permission denied", "Name or service not known"):
+                if known.lower() in text.lower():
+                    text = known.lower()
+                    break
+            raise BackendError(f"cannot reach the Docker engine at {url}: {text}", hint=hint) from None
         client.api.timeout = API_TIMEOUT
         self._client = client
         return client
