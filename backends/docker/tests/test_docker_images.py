@@ -76,12 +76,13 @@ def test_project_image_is_built_once_per_content(project, docker_engine, docker_
         changed.close()
 
 
-def test_failing_build_is_one_error_with_the_build_output(project, docker_engine):
-    (project / "Dockerfile").write_text("FROM mlspec-test-no-base:1\n")
+def test_failing_build_is_one_error_with_the_build_output(project, docker_engine, docker_client):
+    # a RUN in the host root fails (it has no shell of its own): a build error without any registry
+    (project / "Dockerfile").write_text(f"FROM {images.ensure_host_root(docker_client)}\nRUN /opt/no-such-tool\n")
     b = DockerBackend({"type": "docker", "host": docker_engine, "build": {"dockerfile": "Dockerfile"}}, _ctx(project))
     problems = b.preflight([])
     assert len(problems) == 1 and "building the step image mlspec-steps-proj:" in problems[0], problems
-    assert "mlspec-test-no-base" in problems[0]
+    assert "failed" in problems[0] and "RUN /opt/no-such-tool" in problems[0], problems
 
 
 def test_missing_dockerfile_is_named(project, docker_engine):
