@@ -56,6 +56,8 @@ class Plan:
                 s["checkout"] += 1
             elif c.kind == "model" and c.verdict is Verdict.NONE:  # only a pinned alias moves
                 s["move"] = s.get("move", 0) + 1
+            elif c.kind == "deployment":  # a service to start or roll out is not a run
+                s["deploy"] = s.get("deploy", 0) + 1
             elif c.kind == "model":  # a version to register is not a run
                 s["register"] = s.get("register", 0) + 1
             elif c.verdict is Verdict.UNKNOWN:

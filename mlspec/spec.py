@@ -189,6 +189,19 @@ class Deployment:
     replicas: int = 1
     health: Mapping = field(default_factory=dict)
     description: str = ""
+    token: "Secret | None" = field(default=None, repr=False)  # the bearer token (a secret; never stored)
+    drain: float = 10.0  # seconds a replica being replaced may take to finish its requests
+    log: Mapping | None = field(default_factory=dict)  # request log settings; None: no request log
+    limits: Mapping = field(default_factory=dict)  # max_body_bytes
+
+    @property
+    def model_name(self) -> str:
+        return self.model.split("@", 1)[0]
+
+    @property
+    def model_ref(self) -> str:
+        """The alias (``production``) or the version number (``"3"``) after the ``@``."""
+        return self.model.split("@", 1)[1]
 
 
 @dataclass(frozen=True)
@@ -256,6 +269,25 @@ def _backend(name: str, data: Mapping) -> BackendConfig:
     return BackendConfig(name, str(data.get("type", "local")), str(data.get("location", "local")), settings)
 
 
+def _deployment(name: str, d: Mapping) -> Deployment:
+    log = d.get("log", True)
+    if log is False:
+        log_settings = None
+    else:
+        log = log if isinstance(log, dict) else {}
+        log_settings = {"max_bytes": parse_size(log["max_bytes"]) if log.get("max_bytes") is not None else 64 << 20,
+                        "flush_rows": int(log.get("flush_rows", 1000)),
+                        "flush_seconds": parse_duration(log["flush_seconds"]) if log.get("flush_seconds") is not None
+                        else 10.0}
+    limits = d.get("limits") or {}
+    return Deployment(name, d["model"], d.get("backend", ""), d.get("port"), int(d.get("replicas", 1)),
+                      dict(d.get("health") or {}), d.get("description", ""),
+                      Secret(str(d["token"])) if d.get("token") is not None else None,
+                      parse_duration(d["drain"]) if d.get("drain") is not None else 10.0, log_settings,
+                      {"max_body_bytes": parse_size(limits["max_body_bytes"]) if limits.get("max_body_bytes")
+                       is not None else 10 << 20})
+
+
 def _plot(output: str, p: Mapping) -> Plot:
     y = p.get("y") or ()
     return Plot(output, p.get("x", ""), (y,) if isinstance(y, str) else tuple(y), p.get("template", "line"),
@@ -320,9 +352,7 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
                        dict(m.get("promote") or {}), m.get("description", ""), m.get("on_fail", "fail"),
                        {str(a): int(v) for a, v in (m.get("pin") or {}).items()})
               for n, m in (data.get("models") or {}).items()}
-    deployments = {n: Deployment(n, d["model"], d.get("backend", ""), d.get("port"), int(d.get("replicas", 1)),
-                                 dict(d.get("health") or {}), d.get("description", ""))
-                   for n, d in (data.get("deployments") or {}).items()}
+    deployments = {n: _deployment(n, d) for n, d in (data.get("deployments") or {}).items()}
     monitors = {n: Monitor(n, m["deployment"], m["reference"], m["method"], float(m["threshold"]),
                            tuple(m.get("features") or ()), m.get("schedule", ""), m.get("window"),
                            m.get("description", ""))
