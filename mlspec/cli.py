@@ -157,6 +157,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="move a protected alias to a version that never held it (or to a rejected one), saying why")
     _overrides(q)
 
+    p = sub.add_parser("refresh", parents=[common],
+                       help="observe the recorded deployments (running, gone, unhealthy) and record what was seen")
+    p.add_argument("address", nargs="*", metavar="ADDR", help="deployment.NAME or NAME (default: every deployment)")
+    add_format_option(p, "refresh")
+    _overrides(p)
+    p = sub.add_parser("rollback", parents=[common],
+                       help="roll a deployment back to the version it served before (a rolling update, recorded)")
+    p.add_argument("deployment", metavar="DEPLOYMENT", help="deployment.NAME or NAME")
+    p.add_argument("--to", type=int, default=None, metavar="VERSION",
+                   help="this model version (default: the version served before the current one)")
+    p.add_argument("--reason", default="", metavar="TEXT", help="why (recorded in the deployment's history)")
+    _overrides(p)
+    p = sub.add_parser("destroy", parents=[common],
+                       help="stop deployments: show the deletions, ask, leave no process and no open port")
+    p.add_argument("address", nargs="*", metavar="ADDR", help="deployment.NAME or NAME (default: every deployment)")
+    p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+    _overrides(p)
+    p = sub.add_parser("deployments", parents=[common], help="the deployments: what is recorded and what runs")
+    ds = p.add_subparsers(dest="deployments_command", metavar="SUBCOMMAND")
+    q = ds.add_parser("list", parents=[common], help="list deployments: model, version, URL and live state")
+    add_format_option(q, "deployments list")
+    _overrides(q)
+
     p = sub.add_parser("logs", parents=[common], help="print a step's log from its last run")
     p.add_argument("address")
     _overrides(p)
@@ -265,8 +288,8 @@ def _plan_opts(p: argparse.ArgumentParser, *, formats: bool = True) -> None:
 
 def _subparser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
     """The parser of the (sub)command the arguments chose: its name is the one to ask for --help."""
-    for attr in ("command", "state_command", "models_command", "runs_command", "metrics_command", "plots_command", "artifacts_command",
-                 "triggers_command"):
+    for attr in ("command", "state_command", "models_command", "deployments_command", "runs_command", "metrics_command",
+                 "plots_command", "artifacts_command", "triggers_command"):
         name = getattr(args, attr, None)
         subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         if not name or not subs or name not in subs[0].choices:
@@ -284,6 +307,10 @@ COMMANDS = {
     "show": "mlspec.commands.plan:run_show",
     "state": "mlspec.commands.state",
     "models": "mlspec.commands.models",
+    "refresh": "mlspec.commands.deployments:run_refresh",
+    "rollback": "mlspec.commands.deployments:run_rollback",
+    "destroy": "mlspec.commands.deployments:run_destroy",
+    "deployments": "mlspec.commands.deployments:run_deployments",
     "logs": "mlspec.commands.records:run_logs",
     "runs": "mlspec.commands.records:run_runs",
     "lineage": "mlspec.commands.records:run_lineage",
@@ -342,6 +369,7 @@ def _main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     for cmd, attr, choices in (("state", "state_command", "list, show, rm, pull, push, restore, unlock, history"),
                                ("models", "models_command", "list, show, history, promote, rollback"),
+                               ("deployments", "deployments_command", "list"),
                                ("runs", "runs_command", "list, show"), ("metrics", "metrics_command", "show, diff"),
                                ("plots", "plots_command", "show, diff"),
                                ("artifacts", "artifacts_command", "get, verify"),

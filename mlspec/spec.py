@@ -278,14 +278,14 @@ def _deployment(name: str, d: Mapping) -> Deployment:
         log_settings = {"max_bytes": parse_size(log["max_bytes"]) if log.get("max_bytes") is not None else 64 << 20,
                         "flush_rows": int(log.get("flush_rows", 1000)),
                         "flush_seconds": parse_duration(log["flush_seconds"]) if log.get("flush_seconds") is not None
-                        else 10.0}
+                        else 2.0}
     limits = d.get("limits") or {}
     return Deployment(name, d["model"], d.get("backend", ""), d.get("port"), int(d.get("replicas", 1)),
                       dict(d.get("health") or {}), d.get("description", ""),
                       Secret(str(d["token"])) if d.get("token") is not None else None,
                       parse_duration(d["drain"]) if d.get("drain") is not None else 10.0, log_settings,
                       {"max_body_bytes": parse_size(limits["max_body_bytes"]) if limits.get("max_body_bytes")
-                       is not None else 10 << 20})
+                       is not None else 1 << 20})
 
 
 def _plot(output: str, p: Mapping) -> Plot:

@@ -335,7 +335,8 @@ class Supervisor:
             if self.sock is not None:
                 self.sock.close()
             os.close(fifo)
-            self.write_status("stopped")
+            failed = self.generation == 0 and self.last and not self.last.get("ok")  # never served
+            self.write_status("failed" if failed else "stopped")
             self.log("stopped")
         return code
 

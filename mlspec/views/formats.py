@@ -20,6 +20,8 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "state show": ("text", "json"),
     "state history": ("text", "json", "markdown"),
     "models list": ("text", "json", "markdown"),
+    "refresh": ("text", "json", "markdown"),
+    "deployments list": ("text", "json", "markdown"),
     "models show": ("text", "json", "markdown"),
     "models history": ("text", "json", "markdown"),
     "runs list": ("text", "json", "markdown"),
