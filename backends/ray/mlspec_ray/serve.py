@@ -50,6 +50,7 @@ ROUTE_PREFIX = "/"
 DEFAULT_HOST = "127.0.0.1"
 SERVE_START_TIMEOUT = 120.0  # the first Serve start on a cluster: controller and proxy actors
 POLL = 0.25
+STALE_FAILURE = 30.0  # seconds a DEPLOY_FAILED of the previous rollout may still show after a new one
 
 
 def app_name(workspace: str, name: str) -> str:
@@ -100,10 +101,19 @@ def replica_class():
 
 
 # --- helpers on mlspec's side -------------------------------------------------------------------------
+def _quiet_serve_logs() -> None:
+    """Serve's client logs every call at INFO on stderr ("Connecting to existing Serve app ..."): mlspec prints
+    its own one-line outcome, so only Serve's warnings and errors stay."""
+    import logging
+
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+
+
 def _serve_client():
     """The running Serve instance's client, or None when Serve does not run on the connected cluster."""
     from ray.serve.context import _get_global_client
 
+    _quiet_serve_logs()
     return _get_global_client(raise_if_no_controller_running=False)
 
 
@@ -166,12 +176,14 @@ class RayServeServices:
 
     # the calls ---------------------------------------------------------------------------------------
     def deploy_service(self, service) -> dict:
-        return self._roll_out(None, service)
+        return self._roll_out(service)
 
     def update_service(self, record: Mapping, service) -> dict:
-        return self._roll_out(record, service)
+        # the application's name comes from the workspace and the deployment, as the record's does: Serve
+        # upgrades it in place (or creates it again when someone deleted it meanwhile)
+        return self._roll_out(service)
 
-    def _roll_out(self, record: Mapping | None, service) -> dict:
+    def _roll_out(self, service) -> dict:
         from ray import serve
 
         target = self._service_target(service.address)
@@ -189,6 +201,7 @@ class RayServeServices:
                                    hint="serve this deployment on another Ray cluster (a backend with another "
                                         "`address`) or on the local backend, or destroy the other one first")
         existing = name in (details.get("applications") or {})
+        failed_before = existing and self._app_state(name)[0] == "DEPLOY_FAILED"
         dep = serve.deployment(
             replica_class(), name=DEPLOYMENT, num_replicas=int(service.replicas),
             max_surge_percent=100,  # start the new replicas before stopping old ones: capacity never drops
@@ -212,7 +225,7 @@ class RayServeServices:
             raise BackendError(f"{service.address}: Ray Serve refused the application {name}: {_first_line(exc)}")
         timeout = float(settings.get("ready_timeout") or service.ready_timeout) + float(service.drain_seconds)
         try:
-            self._wait_rolled_out(name, service, rollout, timeout, host, port)
+            self._wait_rolled_out(name, service, rollout, timeout, host, port, failed_before)
         except BackendError:
             if not existing:  # a failed first deploy leaves nothing behind
                 self._delete_app(name)
@@ -277,15 +290,23 @@ class RayServeServices:
         message = app.message or (dep.message if dep else "")
         return str(getattr(app.status, "value", app.status)), message, states, dstatus
 
-    def _wait_rolled_out(self, name: str, service, rollout: str, timeout: float, host: str, port: int) -> None:
+    def _wait_rolled_out(self, name: str, service, rollout: str, timeout: float, host: str, port: int,
+                         failed_before: bool = False) -> None:
         """Until the application runs ``replicas`` replicas of this rollout, the old ones stopped (drained), and
-        the proxy answers on the port; BackendError on a failed deploy or at the deadline."""
-        deadline = time.monotonic() + timeout + SERVE_START_TIMEOUT / 4
+        the proxy answers on the port; BackendError on a failed deploy or at the deadline.
+
+        ``failed_before``: the last rollout failed, so DEPLOY_FAILED is stale until Serve has taken this one up
+        (a status other than DEPLOY_FAILED seen, or STALE_FAILURE seconds passed)."""
+        start = time.monotonic()
+        deadline = start + timeout + SERVE_START_TIMEOUT / 4
         seen = ""
+        fresh = not failed_before
         while True:
             status, message, states, dstatus = self._app_state(name)
             seen = f"application {status}, deployment {dstatus}, replicas {states or '{}'}"
-            if status == "DEPLOY_FAILED" or dstatus == "DEPLOY_FAILED":
+            failed = status == "DEPLOY_FAILED" or dstatus == "DEPLOY_FAILED"
+            fresh = fresh or not failed or time.monotonic() - start > STALE_FAILURE
+            if failed and fresh:
                 raise BackendError(f"{service.address}: Ray Serve could not start the service: "
                                    f"{(message or 'no reason given').strip().splitlines()[-1][:500]}",
                                    hint=f"the replica's log is in the Ray session's logs (serve/replica_{name}_*)")
@@ -357,9 +378,14 @@ class RayServeServices:
         running = states.get("RUNNING", 0)
         wanted = int((dep.get("deployment_config") or {}).get("num_replicas") or running or 1)
         why = probe(host, port) if port else "no port is recorded"
-        if status in ("DEPLOY_FAILED", "UNHEALTHY") or dstatus in ("UNHEALTHY", "DEPLOY_FAILED") or why:
-            detail = why or (message or f"application {status}").strip().splitlines()[-1][:300]
-            return ServiceStatus("unhealthy", version, port, replicas, f"Serve application {name}: {detail}")
+        if why:
+            return ServiceStatus("unhealthy", version, port, replicas, f"Serve application {name} ({status}): {why}")
+        if status in ("DEPLOY_FAILED", "UNHEALTHY") or dstatus in ("UNHEALTHY", "DEPLOY_FAILED"):
+            # still answering (a failed rollout keeps the old replicas): a rolling update repairs it, no downtime
+            last = (message or "no reason given").strip().splitlines()[-1][:300]
+            return ServiceStatus("degraded", version, port, replicas,
+                                 f"Serve application {name} is {status}: {last}; {running} replica(s) of version "
+                                 f"{version} still serve")
         if running < wanted or len(versions) > 1:
             more = f"; replicas serve versions {versions}" if len(versions) > 1 else ""
             return ServiceStatus("degraded", version, port, replicas,

@@ -334,6 +334,29 @@ def test_a_model_that_does_not_load_fails_in_one_line_and_leaves_nothing(backend
     assert port_closed(port)
 
 
+def test_a_failed_update_keeps_the_old_version_serving(backend, ctx, artifacts):
+    """An update to a version that does not load fails the call; Serve keeps the old replicas (surge: they are
+    stopped only once replacements run), so clients see no failure; refresh says degraded (the next apply
+    rolls out again, without downtime)."""
+    port = free_port()
+    rec = backend.deploy_service(service(ctx, artifacts, 1, port=port))
+    backend.test_records.append(rec)
+    broken = dict(artifacts)
+    broken[2] = {"hash": "f" * 64, "format": "skops"}
+    with Looper(port) as looper:
+        looper.wait_for(10)
+        with pytest.raises(BackendError) as e:
+            backend.update_service(rec, service(ctx, broken, 2, port=port))
+        looper.wait_for(10)
+    assert "could not start" in e.value.message, e.value.message
+    assert looper.failures == [] and looper.versions == ["1"], (looper.failures[:5], looper.versions)
+    st = backend.service_status(rec)
+    assert st.state == "degraded" and st.version == 1 and "still serve" in st.detail, st
+    rec = backend.update_service(rec, service(ctx, artifacts, 1, port=port))  # what the next apply does
+    backend.test_records[:] = [rec]
+    assert backend.service_status(rec).state == "running"
+
+
 def test_port_in_use_is_refused(backend, ctx, artifacts):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
