@@ -50,6 +50,7 @@ ROUTE_PREFIX = "/"
 DEFAULT_HOST = "127.0.0.1"
 SERVE_START_TIMEOUT = 120.0  # the first Serve start on a cluster: controller and proxy actors
 POLL = 0.25
+PORT_CLOSE_TIMEOUT = 20.0  # after serve.shutdown(): until the proxy actor is gone and its port closed
 STALE_FAILURE = 30.0  # seconds a DEPLOY_FAILED of the previous rollout may still show after a new one
 
 
@@ -101,6 +102,24 @@ def replica_class():
 
 
 # --- helpers on mlspec's side -------------------------------------------------------------------------
+def _serve_module(address: str):
+    """``ray.serve``, when it is installed and can roll out with surge (Ray 2.60); else a one-line error."""
+    import inspect
+
+    try:
+        from ray import serve
+    except ImportError as exc:
+        raise BackendError(f"{address}: Ray Serve is not installed here ({exc})",
+                           hint="pip install 'mlspec-ray[serve]' (ray[serve] >= 2.60)") from None
+    if "max_surge_percent" not in inspect.signature(serve.deployment).parameters:
+        import ray
+
+        raise BackendError(f"{address}: Ray {ray.__version__} cannot roll a deployment out without a failed request "
+                           "(Serve's max_surge_percent came with Ray 2.60)",
+                           hint="pip install 'mlspec-ray[serve]' (ray[serve] >= 2.60)")
+    return serve
+
+
 def _quiet_serve_logs() -> None:
     """Serve's client logs every call at INFO on stderr ("Connecting to existing Serve app ..."): mlspec prints
     its own one-line outcome, so only Serve's warnings and errors stay."""
@@ -134,6 +153,12 @@ def port_in_use(host: str, port: int) -> bool:
         return True
     finally:
         s.close()
+
+
+def _accepts(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host if host not in ("0.0.0.0", "") else "127.0.0.1", port)) == 0
 
 
 def probe(host: str, port: int, timeout: float = 2.0) -> str:
@@ -184,8 +209,7 @@ class RayServeServices:
         return self._roll_out(service)
 
     def _roll_out(self, service) -> dict:
-        from ray import serve
-
+        serve = _serve_module(service.address)
         target = self._service_target(service.address)
         self.start()  # connect (probe first: a dead address fails in seconds)
         name = app_name(service.workspace, service.name)
@@ -228,7 +252,7 @@ class RayServeServices:
             self._wait_rolled_out(name, service, rollout, timeout, host, port, failed_before)
         except BackendError:
             if not existing:  # a failed first deploy leaves nothing behind
-                self._delete_app(name)
+                self._delete_app(name, host, port)
             raise
         return self._record(name, target, host, port, service)
 
@@ -406,20 +430,27 @@ class RayServeServices:
             return  # the cluster is gone, and with it the service
         if _serve_client() is None:
             return
-        self._delete_app(name)
+        self._delete_app(name, record.get("host") or DEFAULT_HOST, record.get("port"))
 
-    def _delete_app(self, name: str) -> None:
+    def _delete_app(self, name: str, host: str, port) -> None:
         """Delete the application (Serve drains its replicas); Serve itself stops with its last application,
-        which closes the port."""
+        and on this machine the call returns once the proxy's port is closed (the proxy actor dies a moment
+        after serve.shutdown() returns)."""
         from ray import serve
+        from mlspec_ray.addresses import on_this_machine
 
         try:
             serve.delete(name)
         except Exception as exc:  # noqa: BLE001
             raise BackendError(f"cannot delete the Serve application {name}: {_first_line(exc)}")
         try:
-            if not serve.status().applications:
-                serve.shutdown()
+            if serve.status().applications:
+                return
+            serve.shutdown()
         except Exception:  # noqa: BLE001 - another client deployed meanwhile, or Serve went away
-            pass
+            return
+        if port and on_this_machine(self.target()):
+            deadline = time.monotonic() + PORT_CLOSE_TIMEOUT
+            while _accepts(host, int(port)) and time.monotonic() < deadline:
+                time.sleep(0.1)
 

@@ -52,10 +52,10 @@ SIGNATURE = {"inputs": [{"name": "x1", "dtype": "float64"}, {"name": "x2", "dtyp
 
 
 def service(ctx: Context, artifacts: dict, version: int, *, port: int | None, name: str = "churn", replicas: int = 1,
-            token: str | None = None, drain: float = 5.0) -> Service:
+            token: str | None = None, drain: float = 5.0, log: dict | None = None) -> Service:
     """A Service as the deployment kind builds one (mlspec.kinds.deployment.DeploymentKind.service)."""
     config = {"deployment": name, "model": "churn", "version": version, "artifact": artifacts[version],
-              "store": {"url": ctx.artifacts_url, "options_env": None}, "signature": SIGNATURE, "log": None,
+              "store": {"url": ctx.artifacts_url, "options_env": None}, "signature": SIGNATURE, "log": log,
               "limits": {"max_body_bytes": 1 << 20}, "token_env": "MLSPEC_SERVE_TOKEN" if token else None,
               "drain_seconds": drain}
     env = {"MLSPEC_SERVE_TOKEN": token} if token else {}
@@ -304,6 +304,27 @@ def test_bearer_token(backend, ctx, artifacts):
     assert predict(port, 3.0)[0] == 401
     assert predict(port, 3.0, headers={"Authorization": "Bearer s3cret-token"}) == (200, {"predictions": [1]})
     assert request(port, "GET", "/v2/health/ready")[0] == 200  # health needs no token
+
+
+def test_the_request_log_is_written_by_the_replicas(backend, ctx, artifacts, tmp_path):
+    """Inputs and predictions go to the request log under the artifact store, as from the local worker; a
+    replica stopped by Serve (the rollout, the removal) flushes what it holds."""
+    from mlspec.serve.reqlog import read_requests
+
+    port = free_port()
+    log_url = str(tmp_path / "requests")
+    log = {"url": log_url, "options_env": None, "max_bytes": 1 << 20, "flush_rows": 1000, "flush_seconds": 60}
+    rec = backend.deploy_service(service(ctx, artifacts, 1, port=port, log=log))
+    backend.test_records.append(rec)
+    for x1 in (1.0, -2.0, 3.0):
+        assert predict(port, x1)[0] == 200
+    rec = backend.update_service(rec, service(ctx, artifacts, 2, port=port, log=log))
+    backend.test_records[:] = [rec]
+    assert predict(port, 4.0)[0] == 200
+    backend.remove_service(rec)
+    rows = read_requests(log_url)
+    assert list(rows["x1"]) == [1.0, -2.0, 3.0, 4.0], rows
+    assert list(rows["_version"].astype(str)) == ["1", "1", "1", "2"] and list(rows["_prediction"]) == [1, 0, 1, 0]
 
 
 def test_one_serve_port_per_cluster(backend, ctx, artifacts):
