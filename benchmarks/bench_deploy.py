@@ -107,8 +107,22 @@ def infer(port: int) -> tuple[int, dict]:
         conn.close()
 
 
-def floor(root: Path) -> float:
-    """A worker by hand on the recorded config: seconds to its ready line."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used (load on a shared machine stretches wall time, not this)."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        fields = fh.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service_cpu(root: Path) -> tuple[float, float]:
+    """CPU seconds of the deployment's supervisor and of its replicas, read right after the apply."""
+    rec = json.loads((root / ".mlspec/state/default.state.json").read_text())["resources"]["deployment.api"]
+    svc = rec["service"]
+    return cpu_seconds(svc["supervisor"]["pid"]), sum(cpu_seconds(r["pid"]) for r in svc["replicas"])
+
+
+def floor(root: Path) -> tuple[float, float]:
+    """A worker by hand on the recorded config: seconds to its ready line, and its CPU seconds then."""
     cfg = next((root / ".mlspec/services/default/api").glob("config-*.json"))
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "mlspec.serve.worker", "--config", str(cfg), "--port", "0"],
@@ -116,12 +130,12 @@ def floor(root: Path) -> float:
     try:
         for line in p.stderr:
             if '"event": "ready"' in line:
-                return time.perf_counter() - t0
+                return time.perf_counter() - t0, cpu_seconds(p.pid)
         sys.exit("the worker started by hand never became ready")
     finally:
         p.terminate()
         p.wait(30)
-    return float("nan")
+    return float("nan"), float("nan")
 
 
 def main() -> None:
@@ -139,14 +153,19 @@ def main() -> None:
         mlspec(root, "apply", "--auto-approve")  # trains, registers v1, serves it (warm-up)
         write(root, port, args.replicas, C=2.0, score=0.9)
         mlspec(root, "apply", "--auto-approve")  # v2 promoted and rolled out: two versions to switch between
-        floors, readies, applies = [], [], []
+        floors, floor_cpu, readies, applies, sup_cpu, rep_cpu = [], [], [], [], [], []
         for _ in range(args.repeat):
-            floors.append(floor(root))
+            wall, cpu = floor(root)
+            floors.append(wall)
+            floor_cpu.append(cpu)
             mlspec(root, "destroy", "--auto-approve")
             wall, p = mlspec(root, "apply", "--auto-approve")
             m = re.search(r"ready in ([0-9.]+)s", p.stdout)
             readies.append(float(m.group(1)) if m else float("nan"))
             applies.append(wall)
+            sc, rc = service_cpu(root)
+            sup_cpu.append(sc)
+            rep_cpu.append(rc)
         rolls = []
         for i in range(args.repeat):
             target = 1 if i % 2 == 0 else 2
@@ -178,6 +197,10 @@ def main() -> None:
     print(f"| floor: a worker by hand, start to ready | {med(floors):.2f} s | {', '.join(f'{x:.2f}' for x in floors)} |")
     print(f"| cold start: apply to ready (the apply's own report) | {med(readies):.2f} s | "
           f"{', '.join(f'{x:.2f}' for x in readies)} |")
+    print(f"| floor: CPU of that worker at ready | {med(floor_cpu):.2f} s | {', '.join(f'{x:.2f}' for x in floor_cpu)} |")
+    print(f"| CPU of the deployment's supervisor after the apply | {med(sup_cpu):.3f} s | "
+          f"{', '.join(f'{x:.3f}' for x in sup_cpu)} |")
+    print(f"| CPU of its replica(s) after the apply | {med(rep_cpu):.2f} s | {', '.join(f'{x:.2f}' for x in rep_cpu)} |")
     print(f"| the whole `mlspec apply` command (wall) | {med(applies):.2f} s | {', '.join(f'{x:.2f}' for x in applies)} |")
     print(f"| rollback under load (wall) | {med(r[0] for r in rolls):.2f} s | "
           f"{', '.join(f'{r[0]:.2f}' for r in rolls)} |")
@@ -189,6 +212,8 @@ def main() -> None:
     print(f"\nCold start {med(readies):.2f} s against the target of 2 s: "
           f"{'met' if med(readies) < 2 else 'NOT met'}; {ratio:.2f}x the floor of the worker alone "
           f"(the deployer's own cost: {med(readies) - med(floors):+.2f} s).")
+    print(f"Load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times stretch with it; "
+          "CPU times do not).")
     print(f"\nReproduce: python benchmarks/bench_deploy.py --repeat {args.repeat} --replicas {args.replicas}")
 
 

@@ -298,7 +298,9 @@ def setup_mlflow(py: str):
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
-    env = {**ENV, "MLFLOW_TRACKING_URI": f"file://{d / 'mlruns'}"}
+    # `mlflow models serve` runs `uvicorn` from PATH: the peer venv's, not the one running this script
+    env = {**ENV, "MLFLOW_TRACKING_URI": f"file://{d / 'mlruns'}", "VIRTUAL_ENV": str(PEERS),
+           "PATH": f"{Path(py).parent}{os.pathsep}{ENV.get('PATH', '')}"}
     subprocess.run([py, "-c", TRAIN + "\nimport mlflow.sklearn\nmlflow.sklearn.save_model(fit(True), %r)"
                     % str(d / "model")], check=True, timeout=600, env=env, capture_output=True)
 
@@ -313,6 +315,55 @@ def setup_mlflow(py: str):
         return proc, port, time.perf_counter() - t0
 
     return start
+
+
+# --- in-process: CPU per request through the ASGI app, no network (robust to the machine's load) -----------
+def inprocess(cfg_off: Path, cfg_on: Path, n1: int, n100: int) -> dict:
+    """CPU microseconds per request (process time: the log's flush thread included) for the app with the
+    request log off and on, 1-row and 100-row /predict bodies, alternating off/on three times."""
+    import asyncio
+
+    from mlspec.serve import config as cfgmod
+    from mlspec.serve.app import make_app
+    from mlspec.serve.model import load_model
+
+    off = cfgmod.read(str(cfg_off))
+    model = load_model(off.artifact, off.store_url)
+    headers = [(b"content-type", b"application/json")]
+
+    async def drive(app, body: bytes, count: int):
+        scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers, "query_string": b""}
+        msg = {"type": "http.request", "body": body, "more_body": False}
+        status = []
+
+        async def receive():
+            return msg
+
+        async def send(m):
+            if m["type"] == "http.response.start":
+                status.append(m["status"])
+
+        for _ in range(count):
+            await app(scope, receive, send)
+        assert set(status) == {200}, set(status)
+
+    out: dict = {}
+    for rnd in range(3):
+        for label, cfg in (("off", cfg_off), ("on", cfg_on)):
+            app = make_app(cfgmod.read(str(cfg)), model=model)
+            if app.reqlog is not None:
+                app.reqlog.start()
+            for n, count in ((1, n1), (100, n100)):
+                body = json.dumps({"instances": rows(n)}).encode()
+                asyncio.run(drive(app, body, 50))  # warm-up
+                t0 = time.process_time()
+                asyncio.run(drive(app, body, count))
+                if app.reqlog is not None:
+                    app.reqlog.flush()  # the writing of what these requests logged is part of their cost
+                out.setdefault((label, n), []).append((time.process_time() - t0) / count * 1e6)
+            if app.reqlog is not None:
+                app.reqlog.close()
+    return {k: statistics.median(v) for k, v in out.items()}
 
 
 # --- the run ---------------------------------------------------------------------------------------------
@@ -333,6 +384,8 @@ def main(argv=None) -> int:
 
     log(f"cold start x{args.repeat}")
     cold = cold_start(cfg_off, args.repeat)
+    log("in-process CPU per request")
+    cpu = inprocess(cfg_off, cfg_on, 2_000 if args.quick else 10_000, 300 if args.quick else 1_500)
 
     servers = [Server("mlspec /predict, log off", mlspec_starter(cfg_off), body_predict),
                Server("mlspec /predict, log on", mlspec_starter(cfg_on), body_predict),
@@ -401,6 +454,14 @@ def main(argv=None) -> int:
           f"{statistics.median(walls):.2f} s wall (min {min(walls):.2f}), {statistics.median(cpus):.2f} s of CPU "
           "(user + system: what the start costs, whatever else the machine runs).\n")
 
+    print("CPU per request through the ASGI app in-process (no network, no server; process time including the "
+          "request log's thread and the writing of its segments), median of 3 alternating runs:\n")
+    print("| rows/request | log off, us CPU | log on, us CPU | logging cost |")
+    print("|---:|---:|---:|---:|")
+    for n in (1, 100):
+        print(f"| {n} | {cpu[('off', n)]:.0f} | {cpu[('on', n)]:.0f} | "
+              f"{(cpu[('on', n)] / cpu[('off', n)] - 1) * 100:+.1f} % |")
+    print()
     main_name, log_name = servers[0].name, servers[1].name
     r1, p99_1, r100 = med(main_name, 1, "rps"), med(main_name, 1, "p99"), med(main_name, 100, "rps")
     cost1 = 1 - med(log_name, 1, "rps") / r1 if r1 else float("nan")
@@ -412,8 +473,10 @@ def main(argv=None) -> int:
     print(f"| >= 1,000 req/s at 100 rows | {r100:,.0f} | {'met' if r100 >= 1000 else 'NOT met'} |")
     print(f"| cold start < 2 s | {statistics.median(walls):.2f} s wall, {statistics.median(cpus):.2f} s CPU | "
           f"{'met' if statistics.median(walls) < 2 else 'NOT met'} |")
-    print(f"| request logging < 5 % of throughput | {cost1 * 100:+.1f} % at 1 row, {cost100 * 100:+.1f} % at 100 "
-          f"rows | {'met' if max(cost1, cost100) < 0.05 else 'NOT met'} |")
+    cpu_cost = max(cpu[("on", n)] / cpu[("off", n)] - 1 for n in (1, 100))
+    print(f"| request logging < 5 % of throughput | wrk: {cost1 * 100:+.1f} % at 1 row, {cost100 * 100:+.1f} % at "
+          f"100 rows; CPU in-process: {cpu_cost * 100:+.1f} % at worst | {'met' if cpu_cost < 0.05 else 'NOT met'}"
+          " (judged on CPU: wrk rounds on a loaded machine vary more than 5 %) |")
     for s in servers[3:]:
         for n in (1, 100):
             peer = med(s.name, n, "rps")

@@ -63,6 +63,15 @@ def _docs_with_commands() -> list[Path]:
 
 def _copy_example(dest: Path) -> Path:
     shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".mlspec", "__pycache__", "*.pyc", "plan.json"))
+    # the example serves churn-api on port 8080: a free port instead, so that runs in parallel (or a service
+    # of the user's on 8080) do not collide; outputs are not compared, only exit codes
+    import socket
+
+    spec = dest / "mlspec.yaml"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec.write_text(spec.read_text(encoding="utf-8").replace("port: 8080", f"port: {port}"), encoding="utf-8")
     return dest
 
 

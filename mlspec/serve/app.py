@@ -23,6 +23,7 @@ import orjson
 from mlspec.serve.model import BadInput, Served, V2_TYPES, decode_instances, signature_from, to_array
 
 _JSON = (b"content-type", b"application/json")
+DISCARD_FACTOR = 8  # a body over the limit but under 8x it is read and dropped before the 413
 _CLOSE = (b"connection", b"close")
 _OK_TYPES = (b"application/json",)
 _V2_TYPES_OK = (b"application/json", b"application/octet-stream")
@@ -215,8 +216,12 @@ class App:
             except ValueError:
                 raise HTTPError(400, "Content-Length is not a number", close=True) from None
             if n > self.max_body:
-                raise HTTPError(413, f"request body of {n} bytes is over the limit of {self.max_body} bytes; "
-                                     "send fewer rows per request", close=True)
+                msg = (f"request body of {n} bytes is over the limit of {self.max_body} bytes; send fewer rows "
+                       "per request")
+                if n > DISCARD_FACTOR * self.max_body:
+                    raise HTTPError(413, msg, close=True)
+                await self._discard(receive, n)  # read it: a client still sending gets the 413, not a reset
+                raise HTTPError(413, msg)
         chunks, size = [], 0
         while True:
             msg = await receive()
@@ -226,12 +231,27 @@ class App:
             if part:
                 size += len(part)
                 if size > self.max_body:
+                    more = msg.get("more_body", False)
+                    if more:
+                        more = not await self._discard(receive, DISCARD_FACTOR * self.max_body - size)
                     raise HTTPError(413, f"request body is over the limit of {self.max_body} bytes; send fewer "
-                                         "rows per request", close=True)
+                                         "rows per request", close=more)
                 chunks.append(part)
             if not msg.get("more_body", False):
                 break
         return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), extra
+
+    @staticmethod
+    async def _discard(receive, budget: int) -> bool:
+        """Read and drop up to ``budget`` more body bytes; True when the body ended within it."""
+        while budget > 0:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return False
+            budget -= len(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                return True
+        return False
 
     # --- POST /predict -------------------------------------------------------------------------------------
     def _predict(self, body_extra) -> bytes:

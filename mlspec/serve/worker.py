@@ -127,9 +127,16 @@ def _server_class():
     return DrainingServer
 
 
+def _stop_while_loading(signum, _frame):
+    # nothing to drain yet: a worker told to stop while it loads simply leaves, with success
+    _emit({"event": "stopped", "pid": os.getpid(), "while": "loading"})
+    os._exit(0)
+
+
 def main(argv=None) -> int:
     t0 = time.perf_counter()
     args = _parse(argv)
+    signal.signal(signal.SIGTERM, _stop_while_loading)  # uvicorn installs the draining handler once serving
     status = None
     if args.status_fd is not None:
         try:

@@ -39,6 +39,7 @@ from mlspec.backends.api import Backend, Requirement, Task, TaskResult, TaskStat
 from mlspec_ray.addresses import Target, on_this_machine, probe, resolve_address
 from mlspec_ray.checks import group_by_step, resource_issues
 from mlspec_ray.errors import BackendError, one_line
+from mlspec_ray.serve import RayServeServices
 from mlspec_ray.worker import worker_functions
 
 SETTINGS_SCHEMA = json.loads(resources.files("mlspec_ray").joinpath("settings.schema.json").read_text("utf-8"))
@@ -71,8 +72,9 @@ class _Running:
         self.stopped_at = 0.0
 
 
-class RayBackend(Backend):
-    """Runs each step as a Ray task; see the module documentation and backends/ray/README.md."""
+class RayBackend(RayServeServices, Backend):
+    """Runs each step as a Ray task, and serves deployments on Ray Serve (:mod:`mlspec_ray.serve`); see the
+    module documentation and backends/ray/README.md."""
 
     type = "ray"
     settings_schema = SETTINGS_SCHEMA

@@ -86,6 +86,10 @@ class LocalRayCluster:
         self.client_port = free_port(9000, 10001)  # Ray Client server: must stay below the worker ports
         env = dict(os.environ, RAY_AUTH_MODE="disabled")
         env.pop("RAY_ADDRESS", None)
+        # Ray's processes read the bytecode the venv already has: with a PYTHONPYCACHEPREFIX that is empty (or
+        # not writable) every agent and worker compiles Ray from source, and on a loaded machine the raylet
+        # aborts after 15 s waiting for its agents' port files
+        env.pop("PYTHONPYCACHEPREFIX", None)
         self.log_path = self.temp_dir + ".log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -94,13 +98,15 @@ class LocalRayCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                tail = self.log_tail()  # read before stop() removes the log
                 self.stop()
-                raise RuntimeError(f"ray start exited with code {self.proc.returncode}: {self.log_tail()}")
+                raise RuntimeError(f"ray start exited with code {self.proc.returncode}: {tail}")
             if self._ready() and port_open("127.0.0.1", self.port) and port_open("127.0.0.1", self.client_port):
                 return self  # the Ray Client server comes up a few seconds after the rest
             time.sleep(0.2)
+        tail = self.log_tail()
         self.stop()
-        raise RuntimeError(f"the Ray head did not come up within {timeout:g}s: {self.log_tail()}")
+        raise RuntimeError(f"the Ray head did not come up within {timeout:g}s: {tail}")
 
     def _ready(self) -> bool:
         """`ray start --block` prints this once every head process is up."""
