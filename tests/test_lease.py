@@ -86,9 +86,9 @@ def _project(tmp_path, s3, name):
     return root
 
 
-def _start_apply(root, env):
+def _start_apply(root, env, *extra):
     e = dict(os.environ, NO_COLOR="1", **env)
-    return subprocess.Popen([sys.executable, "-m", "mlspec", "-C", str(root), "apply", "--auto-approve"],
+    return subprocess.Popen([sys.executable, "-m", "mlspec", "-C", str(root), "apply", "--auto-approve", *extra],
                             env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -101,22 +101,29 @@ def _wait_for(path, proc, seconds=120):
         time.sleep(0.2)
 
 
-def test_two_concurrent_applies_one_runs_the_other_fails_naming_the_holder(tmp_path, s3, aws_env):
+def test_concurrent_applies_one_runs_another_fails_naming_the_holder_a_third_waits(tmp_path, s3, aws_env):
     root = _project(tmp_path, s3, "proj")
     marker = tmp_path / "started"
-    first = _start_apply(root, {"MLSPEC_TEST_MARKER": str(marker), "MLSPEC_TEST_SLEEP": "4"})
+    release = tmp_path / "release"
+    first = _start_apply(root, {"MLSPEC_TEST_MARKER": str(marker), "MLSPEC_TEST_RELEASE": str(release)})
     try:
         _wait_for(marker, first)
+        waiter = _start_apply(root, {}, "--lock-timeout", "5m")  # this one waits for the lock instead
         second = run_cli("-C", str(root), "apply", "--auto-approve")
         assert second.returncode == 1
         assert "Error: the state is locked by" in second.stderr and "(apply, run r" in second.stderr
         assert f"pid {first.pid}" in second.stderr and "lease until" in second.stderr
         assert "Traceback" not in second.stderr
+        assert waiter.poll() is None  # still waiting for the lock
+        release.write_text("go")
         out, err = first.communicate(timeout=300)
         assert first.returncode == 0, out + err
+        out, err = waiter.communicate(timeout=300)  # it got the lock after the first, and found it all done
+        assert waiter.returncode == 0 and "No changes" in out, out + err
     finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
+        for p in (first, locals().get("waiter")):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
     third = run_cli("-C", str(root), "apply", "--auto-approve")
     assert third.returncode == 0 and "No changes" in third.stdout
 
