@@ -52,6 +52,18 @@ def test_the_holder_renews_its_lease_and_a_waiter_takes_it_over_once_the_holder_
     assert b.info() is None
 
 
+def test_a_compare_and_swap_on_a_stale_etag_loses_without_an_error(s3, aws_env):
+    """What two waiters racing for one expired lease do, in a fixed order: both read the same ETag, the first
+    conditional PUT wins, the second is told it lost (412 from the server), never an error."""
+    loc = _loc(s3)
+    assert loc.create_exclusive("ws.lock", b"{}")
+    _, tag = loc.read_tagged("ws.lock")
+    first = loc.replace_if_match("ws.lock", b'{"id": "first"}', tag)
+    assert first and first != tag
+    assert loc.replace_if_match("ws.lock", b'{"id": "second"}', tag) is None
+    assert loc.read_tagged("ws.lock") == (b'{"id": "first"}', first)
+
+
 def test_two_waiters_on_one_expired_lease_only_one_takes_it(s3, aws_env):
     loc = _loc(s3)
     dead = StateLock(loc, "ws", lease=1.0)
