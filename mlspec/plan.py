@@ -126,8 +126,9 @@ def make_plan(spec: Spec, state: State, facts: Facts, *, targets: Iterable[str] 
                 changes.append(ch)
     notes = []
     managed = {k.name for k in kinds() if k.managed}
-    later = [name for name, v in (("models", spec.models), ("deployments", spec.deployments),
-                                  ("monitors", spec.monitors), ("triggers", spec.triggers))
+    # monitors and triggers are not planned: `mlspec monitor`, `mlspec triggers check` and `mlspec reconcile`
+    # evaluate and act on them (docs/triggers.md)
+    later = [name for name, v in (("models", spec.models), ("deployments", spec.deployments))
              if v and name[:-1] not in managed]
     if later:
         notes.append(f"{', '.join(later)} are validated but not yet managed by plan/apply in this release")
