@@ -164,6 +164,19 @@ class _GuardedFile:
             return self._fh.__exit__(*exc)
 
 
+def _lost_race(exc: BaseException) -> bool:
+    """Whether a conditional write failed because the object changed (412 PreconditionFailed; 409
+    ConditionalRequestConflict for two writes at once). s3fs turns the SDK's error into a bare OSError, so the
+    chain is searched: the original error is its cause."""
+    for e in _chain(exc):
+        code = ((getattr(e, "response", None) or {}).get("Error") or {}).get("Code")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or \
+                any(w in str(e) for w in ("PreconditionFailed", "pre-conditions you specified did not hold",
+                                          "ConditionalRequestConflict")):
+            return True
+    return False
+
+
 def hash_tag(data: bytes) -> str:
     import hashlib
 
@@ -358,8 +371,7 @@ class Location:
                 try:
                     resp = s3.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=tag)
                 except (OSError, ValueError) as exc:
-                    if any(w in str(exc) for w in ("PreconditionFailed", "412", "ConditionalRequestConflict",
-                                                   "409")):
+                    if _lost_race(exc):
                         return None
                     raise
         except FileNotFoundError:

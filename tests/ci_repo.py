@@ -43,6 +43,11 @@ def slow(clean: pd.DataFrame):
     marker = os.environ.get("MLSPEC_TEST_MARKER")
     if marker:
         open(marker, "w").write("started")
+    release = os.environ.get("MLSPEC_TEST_RELEASE")
+    if release:  # hold until the test says so
+        deadline = time.monotonic() + 300
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.1)
     time.sleep(float(os.environ.get("MLSPEC_TEST_SLEEP", "0")))
     return {"done": {"n": len(clean)}}
 '''

@@ -4,6 +4,7 @@ while its holder runs, taken over (compare-and-swap on the ETag) once its holder
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,18 @@ def test_the_holder_renews_its_lease_and_a_waiter_takes_it_over_once_the_holder_
     assert b.info() is None
 
 
+def test_a_compare_and_swap_on_a_stale_etag_loses_without_an_error(s3, aws_env):
+    """What two waiters racing for one expired lease do, in a fixed order: both read the same ETag, the first
+    conditional PUT wins, the second is told it lost (412 from the server), never an error."""
+    loc = _loc(s3)
+    assert loc.create_exclusive("ws.lock", b"{}")
+    _, tag = loc.read_tagged("ws.lock")
+    first = loc.replace_if_match("ws.lock", b'{"id": "first"}', tag)
+    assert first and first != tag
+    assert loc.replace_if_match("ws.lock", b'{"id": "second"}', tag) is None
+    assert loc.read_tagged("ws.lock") == (b'{"id": "first"}', first)
+
+
 def test_two_waiters_on_one_expired_lease_only_one_takes_it(s3, aws_env):
     loc = _loc(s3)
     dead = StateLock(loc, "ws", lease=1.0)
@@ -86,9 +99,9 @@ def _project(tmp_path, s3, name):
     return root
 
 
-def _start_apply(root, env):
+def _start_apply(root, env, *extra):
     e = dict(os.environ, NO_COLOR="1", **env)
-    return subprocess.Popen([sys.executable, "-m", "mlspec", "-C", str(root), "apply", "--auto-approve"],
+    return subprocess.Popen([sys.executable, "-m", "mlspec", "-C", str(root), "apply", "--auto-approve", *extra],
                             env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -101,22 +114,29 @@ def _wait_for(path, proc, seconds=120):
         time.sleep(0.2)
 
 
-def test_two_concurrent_applies_one_runs_the_other_fails_naming_the_holder(tmp_path, s3, aws_env):
+def test_concurrent_applies_one_runs_another_fails_naming_the_holder_a_third_waits(tmp_path, s3, aws_env):
     root = _project(tmp_path, s3, "proj")
     marker = tmp_path / "started"
-    first = _start_apply(root, {"MLSPEC_TEST_MARKER": str(marker), "MLSPEC_TEST_SLEEP": "4"})
+    release = tmp_path / "release"
+    first = _start_apply(root, {"MLSPEC_TEST_MARKER": str(marker), "MLSPEC_TEST_RELEASE": str(release)})
     try:
         _wait_for(marker, first)
+        waiter = _start_apply(root, {}, "--lock-timeout", "5m")  # this one waits for the lock instead
         second = run_cli("-C", str(root), "apply", "--auto-approve")
         assert second.returncode == 1
         assert "Error: the state is locked by" in second.stderr and "(apply, run r" in second.stderr
         assert f"pid {first.pid}" in second.stderr and "lease until" in second.stderr
         assert "Traceback" not in second.stderr
+        assert waiter.poll() is None  # still waiting for the lock
+        release.write_text("go")
         out, err = first.communicate(timeout=300)
         assert first.returncode == 0, out + err
+        out, err = waiter.communicate(timeout=300)  # it got the lock after the first, and found it all done
+        assert waiter.returncode == 0 and "No changes" in out, out + err
     finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
+        for p in (first, locals().get("waiter")):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
     third = run_cli("-C", str(root), "apply", "--auto-approve")
     assert third.returncode == 0 and "No changes" in third.stdout
 
@@ -129,9 +149,12 @@ def test_an_apply_killed_midway_leaves_a_lease_that_expires_and_the_next_apply_p
     _wait_for(marker, first)
     os.killpg(first.pid, signal.SIGKILL)  # the CI job is killed: no cleanup at all
     first.wait()
-    # at once: the lease has not run out, the error says when it will
-    r = run_cli("-C", str(root), "apply", "--auto-approve", env=lease)
-    assert r.returncode == 1 and "the state is locked by" in r.stderr and "lease runs out in" in r.stderr
+    # at once (in this process: a CLI's start-up on a loaded machine can outlast the lease): the lease has not
+    # run out, and the error names the killed holder and says when the lease runs out
+    state_url = re.search(r"state: (\S+)", (root / "mlspec.yaml").read_text()).group(1)
+    with pytest.raises(LockedError) as e:
+        StateLock(Location(state_url, {"endpoint_url": s3}), "default", lease=12).acquire("apply")
+    assert f"pid {first.pid}" in str(e.value) and "lease runs out in" in e.value.hint
     # the next job waits for the lease (no `state unlock`), takes the lock over and finishes the work
     r = run_cli("-C", str(root), "apply", "--auto-approve", "--lock-timeout", "60s", env=lease)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -94,3 +94,20 @@ def test_the_comment_of_a_2000_step_spec_stays_under_githubs_limit(tmp_path):
     assert "more changes; run `mlspec diff` for all of them" in r.stdout
     assert "more planned changes, cut to keep this comment under 60,000 characters" in r.stdout
     assert r.stdout.count("<details") == r.stdout.count("</details>") == 4
+
+
+def test_a_branch_that_retrains_shows_its_gates_known_after_apply_and_text_and_json_agree(tmp_path):
+    root = make_repo(tmp_path / "repo")
+    cli = lambda *a, **kw: run_cli("-C", str(root), *a, **kw)  # noqa: E731
+    assert cli("apply", "--auto-approve").returncode == 0
+    git(root, "checkout", "-q", "-b", "retrain")
+    (root / "mlspec.yaml").write_text((root / "mlspec.yaml").read_text().replace("params: {C: 1.0}",
+                                                                                 "params: {C: 2.0}"))
+    assert cli("workspace", "new", "pr-8", "--from", "default").returncode == 0
+    d = json.loads(cli("-w", "pr-8", "review", "--format", "json").stdout)
+    assert [c["address"] for c in d["diff"]["changes"]] == ["step.train"]
+    assert d["diff"]["changes"][0]["affects"] == ["step.evaluate", "model.clf"]
+    assert [(g["model"], g["version"], g["outcome"]) for g in d["gates"]] == [("model.clf", None, "known after apply")]
+    text = cli("-w", "pr-8", "review", "--format", "text").stdout
+    assert "params.C: 1.0 -> 2.0" in text and "model.clf score >= 10: known after apply" in text
+    assert "Metrics against workspace default:" in text and "step.evaluate score: 42.0000 -> 42.0000" in text

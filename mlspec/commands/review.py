@@ -43,13 +43,21 @@ def expected_gates(project, state, plan: dict) -> list[dict]:
         versions = reg.get("versions") or []
         latest = versions[-1] if versions else None
         ch = changes.get(address)
-        pending = ch is not None and ch["actions"][0] != "no-op" and (
-            ch.get("verdict") in ("register", "unknown") or latest is None or
-            any(r.get("code") in ("model-version-new", "upstream-rerun") for r in ch.get("reasons", [])))
-        if pending or latest is None:
+        planned = ch is not None and ch["actions"][0] != "no-op"
+        gate_codes = {"gate_passed": "passed", "gate_failed": "failed", "gate_vacuous": "vacuous",
+                      "gate_unknown": "known after apply"}
+        judged = [r for r in (ch or {}).get("reasons", []) if r.get("code") in gate_codes] if planned else []
+        if judged:  # the plan judged a new candidate already (its metrics are known, e.g. from the run-cache)
+            for r in judged:
+                metric, _, gate = str(r.get("path", "")).partition(" ")
+                rows.append({"model": address, "version": None, "metric": metric, "gate": gate,
+                             "value": r.get("after"), "threshold": None, "baseline": r.get("before"),
+                             "outcome": gate_codes[r["code"]], "recorded": None})
+            continue
+        if (planned and ch.get("verdict") in ("known after apply", "register", "reject")) or latest is None:
             j = judge(m, reg, None, reg.get("next_version", 1))
             version = None
-        else:
+        else:  # no new version: the branch's gates judge the latest one's recorded metrics
             j = judge(m, reg, latest.get("metrics") or {}, latest.get("version"))
             version = latest.get("version")
         recorded = {g.get("metric"): g for g in (latest or {}).get("gates") or []}
