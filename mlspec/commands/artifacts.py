@@ -64,7 +64,7 @@ def verify(project: Project, console: Console, *, repair: bool, fmt: str = "text
                     pass  # the manifest itself is reported below
             elif isinstance(out, dict) and isinstance(out.get("hash"), str):
                 refs.setdefault(out["hash"], []).append((f"{addr}.{name}", out.get("size")))
-        if isinstance(rec.get("log"), str):
+        if rec.get("kind") == "step" and isinstance(rec.get("log"), str):  # a step's log is a stored object
             refs.setdefault(rec["log"], []).append((f"{addr} (log)", None))
     problems = []
     checked_bytes = 0

@@ -292,7 +292,7 @@ class DeploymentKind(ResourceKind):
                    "hash": v.get("hash"), "format": v.get("format"), "port": dep.port, "url": url,
                    "backend": cfg.name, "backend_type": cfg.type, "settings": desired["settings"],
                    "token": desired["token"], "service": new, "run_id": run.run_id, "deployed": round(time.time(), 3),
-                   "log": (service.config.get("log") or {}).get("url"), "observed": None, "history": history[-HISTORY_KEEP:], "fingerprint": v.get("hash")}
+                   "request_log": (service.config.get("log") or {}).get("url"), "observed": None, "history": history[-HISTORY_KEEP:], "fingerprint": v.get("hash")}
         if hold:
             new_rec["hold"] = hold
         oc.finished = time.time()
