@@ -4,7 +4,8 @@ Gathering (this module) reads files: the code a step's function can reach (mlspe
 parsing, never by importing), declared deps (whole files, or named keys of a YAML/JSON/TOML file), and
 dataset content (through the stat-keyed hash cache, so unchanged data is not re-read; on object stores
 the ETag or version id). Planning then works on these facts without any I/O. The backend and `resources`
-are never part of a fingerprint: switching backend never re-runs a step.
+are never part of a fingerprint: switching backend never re-runs a step. A step that pins a container image
+(`image:`) has that image's digest in its fingerprint, resolved at plan time by the step's backend.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Facts:
     bad_outputs: dict = field(default_factory=dict)  # object hash -> what is wrong (missing, wrong size)
     drift: dict = field(default_factory=dict)  # step address -> [(output, project path, "modified"|"missing")]
     models: dict = field(default_factory=dict)  # the model kind's: recorded outputs and metrics of metrics steps
+    images: dict = field(default_factory=dict)  # step name -> id (digest) of the image it pins with `image:`
 
     def to_dict(self) -> dict:
         return {"datasets": self.datasets, "code": self.code, "deps": _keyed(self.deps, self.secrets)}
@@ -284,7 +286,8 @@ def _keyed(node, secret_fps: Mapping):
 CODE_FORMAT = 2  # 2: code by function, class and constant (codegraph); deps apart from code. 1 (absent): by file
 
 
-def step_facts(inst, code: Mapping, input_hashes: Mapping, secret_fps: Mapping, deps: Mapping | None = None) -> dict:
+def step_facts(inst, code: Mapping, input_hashes: Mapping, secret_fps: Mapping, deps: Mapping | None = None,
+               image: str = "") -> dict:
     """The canonical description of what a step instance's result depends on (stored in state).
 
     Sensitive values never enter it: each is replaced by a keyed fingerprint (``keyed:...``), so a rotated
@@ -314,6 +317,8 @@ def step_facts(inst, code: Mapping, input_hashes: Mapping, secret_fps: Mapping, 
     io = io_facts(step)
     if io:  # only when declared, so that steps declaring none keep their fingerprints
         out["io"] = io
+    if step.image:  # the image's digest: a rebuilt image re-runs the step (only when pinned, as with io)
+        out["image"] = {"name": step.image, "id": image}
     return out
 
 

@@ -12,7 +12,7 @@ from mlspec.errors import MlspecError
 GROUP = "mlspec.backends"
 INSTALL_HINTS = {
     "ray": "pip install -e backends/ray   (from the mlspec repository)",
-    "docker": "the docker backend is planned but not released yet; until then use backend=local or backend=ray",
+    "docker": "pip install -e backends/docker   (from the mlspec repository)",
 }
 
 

@@ -101,7 +101,7 @@ def diff_reasons(record: Mapping | None, now: Mapping, upstream_unknown=()) -> l
     for up in sorted(set(upstream_unknown)):
         reasons.append(Reason(ReasonCode.UPSTREAM_RERUN, up))
     old = record.get("facts") or {}
-    for key in ("run", "cmd", "outputs", "metrics", "env", "io"):
+    for key in ("run", "cmd", "outputs", "metrics", "env", "io", "image"):
         if old.get(key) != now.get(key):
             if _sensitive(old.get(key)) or _sensitive(now.get(key)):
                 reasons.append(Reason(ReasonCode.SECRET_CHANGED, key))
@@ -152,6 +152,25 @@ def _pickle_declared(spec, resource: str, output: str) -> bool:
     return bool(o and o.format in PICKLE_FORMATS)
 
 
+def _contract_failed(node: Node, outputs: Mapping, run, outcome: Outcome) -> bool:
+    """Check the outputs that declare a contract (mlspec.contracts); a violation fails the outcome."""
+    opts = node.item.step.output_opts
+    if not opts or not any(o.contract for o in opts.values()):
+        return False
+    from mlspec.contracts import check_output
+
+    for name, o in sorted(opts.items()):
+        out = outputs.get(name)
+        if not o.contract or not isinstance(out, dict):
+            continue
+        report, _cached = check_output(run.project, node.address, name, out, o.contract)
+        if not report.ok:
+            head, _, rest = report.text().partition("\n")
+            outcome.status, outcome.error, outcome.reason = Status.FAILED, head, rest + "\n" + report.hint()
+            return True
+    return False
+
+
 @dataclasses.dataclass(frozen=True)
 class StepDetail:
     facts: dict  # what the fingerprint is of (recorded in state)
@@ -163,6 +182,31 @@ def _broken_outputs(record: Mapping | None, facts) -> list:
         return []
     return sorted(name for name, o in (record.get("outputs") or {}).items()
                   if isinstance(o, dict) and o.get("hash") in facts.bad_outputs)
+
+
+def _resolve_images(spec, project, steps: Mapping, facts) -> None:
+    """The id (digest) of each image a step pins, asked of the step's backend (``resolve_image``): it joins the
+    step's fingerprint, so a rebuilt image shows in the plan and re-runs the step."""
+    from mlspec.preflight import make_backend
+
+    backends: dict = {}
+    try:
+        for name, step in sorted(steps.items()):
+            cfg = spec.backend_for(step)
+            if cfg.name not in backends:
+                backends[cfg.name] = make_backend(project, cfg)
+            resolve = getattr(backends[cfg.name], "resolve_image", None)
+            if resolve is None:
+                raise MlspecError(f"steps.{name}.image: the step runs on backend '{cfg.name}' ({cfg.type}), which "
+                                  "does not run container images",
+                                  hint=f"run it on a docker backend (steps.{name}.backend: docker), or drop image:")
+            try:
+                facts.images[name] = resolve(step.image)
+            except MlspecError as exc:
+                raise MlspecError(f"steps.{name}.image: {exc.message}", hint=exc.hint) from None
+    finally:
+        for b in backends.values():
+            b.close()
 
 
 class StepKind(ResourceKind):
@@ -180,6 +224,9 @@ class StepKind(ResourceKind):
         from mlspec.fingerprint import gather_steps
 
         gather_steps(spec, facts, ctx.cache, state.fingerprint_key)
+        pinned = {n.item.step.name: n.item.step for n in nodes if n.item.step.image}
+        if pinned:
+            _resolve_images(spec, ctx, pinned, facts)
         # every recorded output of the planned steps: in the store with its size? (a stat each, no reads; a
         # directory output's manifest is read and each of its files stat-ed)
         for node in nodes:
@@ -229,7 +276,7 @@ class StepKind(ResourceKind):
                     input_hashes[ref.name] = outs[ref.output]
                     sources[ref.name] = f"{ref.resource}.{ref.output}"
         sf = step_facts(inst, facts.code.get(inst.step.name, {}), input_hashes, facts.secrets,
-                        facts.deps.get(inst.step.name))
+                        facts.deps.get(inst.step.name), facts.images.get(inst.step.name, ""))
         detail = StepDetail(sf, sources)
         before = {"fingerprint": record.get("fingerprint"), "params": (record.get("facts") or {}).get("params")} \
             if record else None
@@ -329,13 +376,15 @@ class StepKind(ResourceKind):
                 run.warn(node.address, f"run-cache output {name} ({o['hash']}) is {problem}: quarantined; "
                                        "running the step instead")
                 return None
-        rec = self.record(change, hit["outputs"], hit.get("metrics", {}), hit.get("log"), 0.0, "restored",
-                          run.run_id)
-        self.materialise(node, hit["outputs"], run)
         now = time.time()
         oc = Outcome(node.address, Status.RESTORED, change.verdict.value, started=now, finished=now,
                      fingerprint=change.fingerprint, inputs=change.detail.facts["inputs"], outputs=hit["outputs"],
                      metrics=hit.get("metrics", {}), log=hit.get("log"))
+        if _contract_failed(node, hit["outputs"], run, oc):
+            return Done(oc)
+        rec = self.record(change, hit["outputs"], hit.get("metrics", {}), hit.get("log"), 0.0, "restored",
+                          run.run_id)
+        self.materialise(node, hit["outputs"], run)
         return Done(oc, rec, outputs={k: v["hash"] for k, v in hit["outputs"].items()})
 
     def payload(self, inst, run) -> dict:
@@ -384,7 +433,8 @@ class StepKind(ResourceKind):
                            output_opts={k: {"path": o.path, "type": o.type} for k, o in inst.step.output_opts.items()},
                            output_formats={n: {"format": o.format, "save_args": dict(o.save_args)}
                                            for n, o in inst.step.output_opts.items() if o.format or o.save_args}
-                           ).to_dict()
+                           ).to_dict() | ({"image": run.facts.images.get(inst.step.name) or inst.step.image}
+                                          if inst.step.image else {})
 
     def materialise(self, node: Node, outputs: Mapping, run, strict: bool = False) -> None:
         """Put each output that declares a project path there (nothing to do for the others). A failure is a
@@ -423,6 +473,8 @@ class StepKind(ResourceKind):
                 log_hash = None
         outcome.log = log_hash
         if res.status is TaskStatus.SUCCEEDED:
+            if _contract_failed(node, res.outputs, run, outcome):  # before the record: no consumer starts
+                return Done(outcome)
             rec = self.record(change, res.outputs, res.metrics, log_hash, outcome.duration, "ran", run.run_id)
             if inst.step.cache:
                 run.project.artifacts.runcache_put(change.fingerprint, RunCacheEntry(
