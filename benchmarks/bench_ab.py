@@ -12,6 +12,9 @@ Measurements (steps are the trivial `run: bench.steps:step` of benchmarks/common
   plan      no-op `mlspec plan`, fan-out and chain at --sizes (default 500,2000)
   param     one param changed in a 500-step fan-out, then `mlspec apply --auto-approve` (1 step re-runs)
   validate  `mlspec validate`, 1,000 steps (10% matrix steps, as bench_validate)
+  large     cold `mlspec plan --no-preflight` at 50,000 steps, chain and fan-out: .mlspec/cache removed
+            before each run (nothing cached, not even the spec's parse: the first command after an edit,
+            or a fresh CI machine). About 10 s a run here: only when asked for (--only large), not in `all`
 (--only apply = first,noop,param)
 
 How each side runs its own code: a REV is checked out with `git worktree add --detach` in
@@ -30,7 +33,7 @@ stops if anything resolves outside that side's tree; then a 3-step apply and pla
 Measured processes get TMPDIR=benchmarks/.work/ab/tmp (workers' temp dirs, crash logs).
 
     python benchmarks/bench_ab.py --base REV [--head REV|WORKTREE] [--repeat N] [--quick]
-                                  [--sizes 500,2000] [--only first,noop,plan,param,validate]
+                                  [--sizes 500,2000] [--only first,noop,plan,param,validate,large]
                                   [--tolerance 0.10] [--fresh]
 
 --quick: --repeat 3 (unless given), plan at 500 steps only, first full apply on the chain only.
@@ -60,8 +63,8 @@ AB = c.WORK / "ab"
 BOOT = AB / "boot"
 PROJ = AB / "proj"
 TMP = AB / "tmp"  # TMPDIR of the measured processes (workers' temp dirs, crash logs): same file system as /tmp here
-GROUPS = ("first", "noop", "plan", "param", "validate")
-ALIASES = {"apply": ("first", "noop", "param"), "all": GROUPS}
+GROUPS = ("first", "noop", "plan", "param", "validate", "large")
+ALIASES = {"apply": ("first", "noop", "param"), "all": GROUPS[:-1]}
 
 SITECUSTOMIZE = '''"""Written by benchmarks/bench_ab.py: import mlspec from {tree!r}.
 
@@ -408,6 +411,19 @@ def measurements(args) -> list[Measure]:
             return c.write_mlspec_project(side.proj / "validate-1000" / "p", "chain", 1000, matrix_every=9)
 
         ms.append(Measure("validate", "validate, 1,000 steps", ("validate",), vsetup, expect="1000 steps"))
+    if "large" in on:
+        for shape in ("chain", "fanout"):
+            def lsetup(side: Side, shape=shape) -> Path:
+                d = side.proj / f"large-{shape}-50000" / "p"
+                if not (d / "mlspec.yaml").exists():  # the same spec every time: generated once
+                    c.write_mlspec_project(d, shape, 50000)
+                return d
+
+            def cold(side: Side, d: Path, i: int) -> None:
+                shutil.rmtree(d / ".mlspec" / "cache", ignore_errors=True)
+
+            ms.append(Measure("large", f"cold plan, {shape} 50,000", ("plan", "--no-preflight"), lsetup, cold,
+                              expect="50000 to run", note="rm -rf .mlspec/cache before each run"))
     return ms
 
 
@@ -585,7 +601,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=None, metavar="N", help="timed runs per side (default 5, 3 with --quick)")
     ap.add_argument("--quick", action="store_true", help="--repeat 3, plan at 500 steps only, first apply on the chain only")
     ap.add_argument("--sizes", default=None, help="no-op plan sizes, comma-separated (default 500,2000; 500 with --quick)")
-    ap.add_argument("--only", default="all", help=f"comma-separated: {','.join(GROUPS)}, apply (= first,noop,param), all")
+    ap.add_argument("--only", default="all", help=f"comma-separated: {','.join(GROUPS)}, apply (= first,noop,param), all (= all but large)")
     ap.add_argument("--tolerance", type=float, default=0.10, metavar="T", help="PASS when B/A CPU <= 1 + T (default 0.10)")
     ap.add_argument("--fresh", action="store_true", help="redo the recorded state of the plan projects")
     argv = sys.argv[1:]

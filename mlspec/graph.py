@@ -13,10 +13,12 @@ from __future__ import annotations
 import functools
 import graphlib
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Mapping
 
-from mlspec.addresses import instance_address, parse_address
+from mlspec.addresses import NAME, instance_address, parse_address
+from mlspec.gcpause import paused
 from mlspec.spec import Spec, Step
 
 
@@ -58,6 +60,37 @@ class CycleError(ValueError):
 
 
 _parse = functools.lru_cache(maxsize=65536)(parse_address)  # an input like step.prep.out repeats across steps
+
+# the two forms nearly every input has: parsed without building an Address (kind, name, output)
+_PLAIN_REF = re.compile(rf"(?:(step)\.({NAME})\.({NAME})|(dataset)\.({NAME}))")
+
+
+def _ref(text: str):
+    """(kind, name, output) of ``step.NAME.OUTPUT`` or ``dataset.NAME``; else the parsed Address."""
+    m = _PLAIN_REF.fullmatch(text)
+    if m is None:
+        return _parse(text)
+    kind, name, output, dkind, dname = m.groups()
+    return (kind, name, output) if kind else (dkind, dname, "")
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _input_ref(name: str, kind: str, resource: str, output: str = "", members: tuple = ()) -> InputRef:
+    """InputRef(...) without the frozen dataclass's field-by-field __init__ (100,000 of them at 50,000 steps)."""
+    r = _new(InputRef)
+    _set(r, "__dict__", {"name": name, "kind": kind, "resource": resource, "output": output, "members": members})
+    return r
+
+
+def _step_instance(address: str, step: Step, coords: dict, params: dict, inputs: tuple,
+                   upstream: tuple) -> StepInstance:
+    i = _new(StepInstance)
+    _set(i, "__dict__", {"address": address, "step": step, "coords": coords, "params": params, "inputs": inputs,
+                         "upstream": upstream})
+    return i
 
 
 def step_dependencies(steps: Mapping[str, Step]) -> dict[str, set]:
@@ -124,6 +157,7 @@ def _join(a: list[dict], b: list[dict]) -> list[dict]:
     return out
 
 
+@paused
 def expand(spec: Spec) -> list[StepInstance]:
     """All step instances in topological order. The spec must be valid (no cycles, refs resolve)."""
     coords_of: dict[str, list[dict]] = {}
@@ -133,7 +167,13 @@ def expand(spec: Spec) -> list[StepInstance]:
         combos: list[dict] = [{}]
         parsed = []
         for in_name in sorted(step.inputs):
-            a = _parse(step.inputs[in_name])
+            a = _ref(step.inputs[in_name])
+            if a.__class__ is tuple:  # step.NAME.OUTPUT or dataset.NAME
+                if a[0] == "step" and coords_of[a[1]] != [{}]:
+                    a = _parse(step.inputs[in_name])  # fans out: the general case below
+                else:
+                    parsed.append((in_name, a, False))
+                    continue
             fanned = a.kind == "step" and not a.selector and coords_of[a.name] != [{}]
             gather = a.kind == "step" and (a.gather or (fanned and not step.fan_out))
             parsed.append((in_name, a, gather))
@@ -146,25 +186,32 @@ def expand(spec: Spec) -> list[StepInstance]:
         coords_of[name] = combos
         for c in combos:
             refs = []
+            upstream = set()
             for in_name, a, gather in parsed:
+                if a.__class__ is tuple:  # a plain input of a step that does not fan out, or a dataset
+                    kind, up, output = a
+                    resource = f"{kind}.{up}"
+                    refs.append(_input_ref(in_name, kind, resource, output))
+                    upstream.add(resource)
+                    continue
                 if a.kind == "dataset":
-                    refs.append(InputRef(in_name, "dataset", a.resource))
+                    refs.append(_input_ref(in_name, "dataset", a.resource))
                 elif gather:
                     members = tuple(
                         (instance_address(a.name, u), tuple((k, u[k]) for k in sorted(u) if k not in c))
                         for u in coords_of[a.name] if all(u[k] == c[k] for k in u.keys() & c.keys()))
-                    refs.append(InputRef(in_name, "gather", f"step.{a.name}[*]", a.output, members))
+                    refs.append(_input_ref(in_name, "gather", f"step.{a.name}[*]", a.output, members))
                 elif a.selector:
-                    refs.append(InputRef(in_name, "step", a.resource, a.output))
+                    refs.append(_input_ref(in_name, "step", a.resource, a.output))
                 else:
                     up_keys = set(coords_of[a.name][0]) if coords_of[a.name] else set()
                     sub = {k: c[k] for k in up_keys}
-                    refs.append(InputRef(in_name, "step", instance_address(a.name, sub) if sub else f"step.{a.name}",
-                                         a.output))
+                    refs.append(_input_ref(in_name, "step",
+                                           instance_address(a.name, sub) if sub else f"step.{a.name}", a.output))
+                upstream.update(refs[-1].resources)
             params = dict(step.params)
             if c and step.matrix:
                 params.update({k: v for k, v in c.items() if k in step.matrix})
             address = instance_address(name, {k: c[k] for k in sorted(c)}) if c else f"step.{name}"
-            instances.append(StepInstance(address, step, dict(c), params, tuple(refs),
-                                          tuple(sorted({res for r in refs for res in r.resources}))))
+            instances.append(_step_instance(address, step, dict(c), params, tuple(refs), tuple(sorted(upstream))))
     return instances

@@ -14,6 +14,7 @@ from typing import Iterable, Mapping
 from mlspec.core.kind import Change, Node, all_nodes, closure, kind, known_kind, kinds
 from mlspec.core.types import Action, Reason, ReasonCode, Verdict
 from mlspec.fingerprint import Facts
+from mlspec.gcpause import paused
 from mlspec.spec import Spec
 from mlspec.state import State
 
@@ -100,6 +101,7 @@ def select(nodes: list[Node], targets: Iterable[str] = ()) -> set[str]:
     return closure(nodes, wanted)
 
 
+@paused
 def make_plan(spec: Spec, state: State, facts: Facts, *, targets: Iterable[str] = (), replace: Iterable[str] = (),
               nodes: list[Node] | None = None) -> Plan:
     nodes = nodes if nodes is not None else all_nodes(spec)

@@ -10,17 +10,25 @@ import json
 from typing import Callable
 
 from mlspec.core.types import SYMBOL_OF
+from mlspec.gcpause import paused
 
 MARKDOWN_LIMIT = 60_000
 _COLOR = {"create": ("green",), "update": ("yellow",), "replace": ("red",), "delete": ("red",), "read": ("cyan",)}
 
 
-def _verdict_text(ch: dict) -> str:
-    """The words after the address: each kind says its own (a dataset is "read", a step "run")."""
-    from mlspec.core.kind import kind, known_kind
+def _verdict_text(ch: dict, _kinds: dict | None = None) -> str:
+    """The words after the address: each kind says its own (a dataset is "read", a step "run").
+    ``_kinds``: a dict to remember the kinds looked up in (one lookup per kind, not per change)."""
+    name = ch["kind"]
+    k = _kinds.get(name, _kinds) if _kinds is not None else _kinds
+    if k is _kinds:
+        from mlspec.core.kind import kind, known_kind
 
-    if known_kind(ch["kind"]):
-        return kind(ch["kind"]).verdict_text(ch)
+        k = kind(name) if known_kind(name) else None
+        if _kinds is not None:
+            _kinds[name] = k
+    if k is not None:
+        return k.verdict_text(ch)
     return ch.get("verdict") or ch["actions"][0]
 
 
@@ -40,6 +48,7 @@ def summary_line(plan: dict) -> str:
             f"{s['destroy']} to destroy, {s['unchanged']} unchanged.")
 
 
+@paused
 def render_text(plan: dict, *, verbose: bool = False, style: Callable[..., str] = lambda t, *s: t) -> str:
     lines = []
     st = plan["state"]
@@ -54,10 +63,11 @@ def render_text(plan: dict, *, verbose: bool = False, style: Callable[..., str] 
         lines.append("mlspec will perform the following actions:")
         lines.append("")
         w = max(len(c["address"]) for c in changes)
+        kinds: dict = {}
         for c in changes:
             action = c["actions"][0]
             sym = SYMBOL_OF[action]
-            head = f"  {sym:>3} {c['address']:<{w}}  {_verdict_text(c)}"
+            head = f"  {sym:>3} {c['address']:<{w}}  {_verdict_text(c, kinds)}"
             lines.append(style(head, *_COLOR.get(action, ())))
             for r in c["reasons"]:
                 lines.append(f"        {r['message']}")

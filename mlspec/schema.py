@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from mlspec.compose import SourceMap
 from mlspec.errors import Diagnostic, did_you_mean
+from mlspec.gcpause import paused
 
 SCHEMA_ID = "https://mlspec.dev/schemas/mlspec.schema.json"
 NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_-]*$"
@@ -276,8 +277,231 @@ def _compile(schema: Any, defs: dict, cache: dict):
     return f
 
 
+# --- the same yes/no check as generated Python source -------------------------------------------
+# _compile's predicates are closures nested several deep per keyword: at 50,000 steps about 30 calls per
+# step (0.4-0.6 s). _generate writes one function per schema node instead, with the keywords of that node
+# inline (and the keywords of simple leaf schemas inline in their parent), the same tests in the same
+# order: about a third of the calls. Anything it does not handle raises _Unsupported and the closures
+# above are used; tests/test_schema_fast.py checks that both, and jsonschema, agree.
+_LEAF_KEYS = frozenset({"type", "pattern", "enum", "const", "minLength", "maxLength"})
+
+
+class _Gen:
+    def __init__(self, defs: dict):
+        self.defs = defs
+        self.ns: dict = {"_same": _same, "_unique": _unique, "_re": __import__("re")}
+        self.funcs: list[str] = []
+        self.names: dict[int, str] = {}
+        self.keep: list = []  # schemas whose id() names a function: kept alive while generating
+
+    def const(self, value, prefix: str = "_c") -> str:
+        name = f"{prefix}{len(self.ns)}"
+        self.ns[name] = value
+        return name
+
+    # one keyword's test as an expression over ``v``, or None
+    def _type_expr(self, schema: dict, v: str) -> str:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        classes: tuple = ()
+        for t in types:
+            if t != "null":
+                classes += _PY_TYPES[t]  # KeyError: unsupported
+        if "null" in types:
+            classes += (type(None),)
+        c = self.const(classes, "_t")
+        if "integer" in types and "number" not in types:
+            return (f"((isinstance({v}, {c}) and ({v}.__class__ is not bool or {bool in classes!r})) or "
+                    f"(isinstance({v}, float) and {v}.is_integer()))")
+        if bool in classes or not ({int, float} & set(classes)):
+            return f"isinstance({v}, {c})"
+        return f"(isinstance({v}, {c}) and {v}.__class__ is not bool)"
+
+    def _enum_expr(self, schema: dict, v: str) -> str:
+        allowed = list(schema["enum"]) if "enum" in schema else [schema["const"]]
+        if not all(_scalar(a) for a in allowed):
+            raise _Unsupported("enum")
+        return f"any(_same({v}, a) for a in {self.const(allowed, '_e')})"
+
+    def _pattern_expr(self, schema: dict, v: str) -> str:
+        search = self.const(__import__("re").compile(schema["pattern"]).search, "_rx")
+        return f"(not isinstance({v}, str) or {search}({v}) is not None)"
+
+    def _length_exprs(self, schema: dict, v: str) -> list[str]:
+        out = []
+        for kw, op in (("minLength", ">="), ("maxLength", "<=")):
+            if kw in schema:
+                out.append(f"(not isinstance({v}, str) or len({v}) {op} {self.const(schema[kw])})")
+        return out
+
+    def leaf_expr(self, schema, v: str) -> str | None:
+        """A simple schema (type, pattern, enum, lengths) as one expression, or None."""
+        if schema is True:
+            return "True"
+        if schema is False:
+            return "False"
+        if not isinstance(schema, dict) or set(schema) - _ANNOTATIONS - _LEAF_KEYS:
+            return None
+        parts = []
+        if "type" in schema:
+            parts.append(self._type_expr(schema, v))
+        if "enum" in schema or "const" in schema:
+            parts.append(self._enum_expr(schema, v))
+        if "pattern" in schema:
+            parts.append(self._pattern_expr(schema, v))
+        parts += self._length_exprs(schema, v)
+        return "(" + " and ".join(parts) + ")" if parts else "True"
+
+    def test(self, schema, v: str) -> str:
+        """An expression that is true when ``v`` is valid against ``schema``."""
+        expr = self.leaf_expr(schema, v)
+        return expr if expr is not None else f"{self.function(schema)}({v})"
+
+    def function(self, schema) -> str:
+        """The name of the generated function for ``schema``."""
+        if not isinstance(schema, dict):
+            raise _Unsupported(repr(schema))
+        key = id(schema)
+        if key in self.names:
+            return self.names[key]
+        name = self.names[key] = f"_s{len(self.names)}"
+        self.keep.append(schema)
+        unknown = set(schema) - _ANNOTATIONS - {
+            "type", "properties", "additionalProperties", "patternProperties", "required", "propertyNames",
+            "items", "enum", "const", "pattern", "minLength", "maxLength", "minItems", "maxItems", "uniqueItems",
+            "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minProperties", "maxProperties",
+            "oneOf", "anyOf", "allOf", "not", "$ref"}
+        if unknown:
+            raise _Unsupported(", ".join(sorted(unknown)))
+        body: list[str] = []
+
+        def fail_unless(expr: str, indent: str = "    ") -> None:
+            body.append(f"{indent}if not {expr}:")
+            body.append(f"{indent}    return False")
+
+        # the keywords in _compile's order (the result does not depend on it: every test is pure)
+        if "$ref" in schema:
+            ref = schema["$ref"]
+            if not (isinstance(ref, str) and ref.startswith("#/$defs/") and ref[len("#/$defs/"):] in self.defs):
+                raise _Unsupported(str(ref))
+            fail_unless(self.test(self.defs[ref[len("#/$defs/"):]], "x"))
+        if "type" in schema:
+            fail_unless(self._type_expr(schema, "x"))
+        if "enum" in schema or "const" in schema:
+            fail_unless(self._enum_expr(schema, "x"))
+        props = schema.get("properties", {})
+        pattern_props = schema.get("patternProperties", {})
+        if props or pattern_props or "additionalProperties" in schema:
+            table = self.const({k: self._callable(s) for k, s in props.items()}, "_p")
+            extra = schema.get("additionalProperties", True)
+            body.append("    if isinstance(x, dict):")
+            body.append("        for k, v in x.items():")
+            body.append(f"            c = {table}.get(k)")
+            if not pattern_props:
+                body.append("            if c is not None:")
+                body.append("                if not c(v):")
+                body.append("                    return False")
+                if extra is False:
+                    body.append("            else:")
+                    body.append("                return False")
+                elif extra is not True:
+                    body.append(f"            elif not {self.test(extra, 'v')}:")
+                    body.append("                return False")
+            else:  # as _compile's object_ok: a key may match a property and patterns, each must pass
+                pats = self.const({__import__("re").compile(p).search: self._callable(s)
+                                   for p, s in pattern_props.items()}, "_p")
+                body.append("            if c is not None and not c(v):")
+                body.append("                return False")
+                body.append("            matched = c is not None")
+                body.append("            if not isinstance(k, str):")
+                body.append("                return False")
+                body.append(f"            for rx, pc in {pats}.items():")
+                body.append("                if rx(k):")
+                body.append("                    matched = True")
+                body.append("                    if not pc(v):")
+                body.append("                        return False")
+                if extra is not True:
+                    body.append(f"            if not matched and not {self.test(extra, 'v')}:")
+                    body.append("                return False")
+        if "required" in schema:
+            req = " and ".join(f"{self.const(r)} in x" for r in schema["required"]) or "True"
+            body.append(f"    if isinstance(x, dict) and not ({req}):")
+            body.append("        return False")
+        if "propertyNames" in schema:
+            body.append("    if isinstance(x, dict):")
+            body.append("        for k in x:")
+            fail_unless(self.test(schema["propertyNames"], "k"), "            ")
+        for kw, op in (("minProperties", ">="), ("maxProperties", "<=")):
+            if kw in schema:
+                body.append(f"    if isinstance(x, dict) and not len(x) {op} {self.const(schema[kw])}:")
+                body.append("        return False")
+        if "items" in schema:
+            body.append("    if isinstance(x, list):")
+            body.append("        for i in x:")
+            fail_unless(self.test(schema["items"], "i"), "            ")
+        for kw, op in (("minItems", ">="), ("maxItems", "<=")):
+            if kw in schema:
+                body.append(f"    if isinstance(x, list) and not len(x) {op} {self.const(schema[kw])}:")
+                body.append("        return False")
+        if schema.get("uniqueItems") is True:
+            body.append("    if isinstance(x, list) and not _unique(x):")
+            body.append("        return False")
+        if "pattern" in schema:
+            fail_unless(self._pattern_expr(schema, "x"))
+        for expr in self._length_exprs(schema, "x"):
+            fail_unless(expr)
+        for kw, op in (("minimum", ">="), ("maximum", "<="), ("exclusiveMinimum", ">"), ("exclusiveMaximum", "<")):
+            if kw in schema:
+                body.append(f"    if isinstance(x, (int, float)) and x.__class__ is not bool and "
+                            f"not x {op} {self.const(schema[kw])}:")
+                body.append("        return False")
+        if "allOf" in schema:
+            for s in schema["allOf"]:
+                fail_unless(self.test(s, "x"))
+        if "anyOf" in schema:
+            fail_unless("(" + " or ".join(self.test(s, "x") for s in schema["anyOf"]) + ")")
+        if "oneOf" in schema:
+            count = " + ".join(f"(1 if {self.test(s, 'x')} else 0)" for s in schema["oneOf"]) or "0"
+            body.append(f"    if {count} != 1:")
+            body.append("        return False")
+        if "not" in schema:
+            body.append(f"    if {self.test(schema['not'], 'x')}:")
+            body.append("        return False")
+        self.funcs.append(f"def {name}(x):\n" + "\n".join(body + ["    return True"]))
+        return name
+
+    def _callable(self, schema):
+        """A property's check, for the dispatch table: filled in once every function is defined."""
+        if schema is True or schema is False:
+            return (lambda x: True) if schema is True else (lambda x: False)
+        return _Later(self.function(schema))
+
+    def build(self, schema):
+        top = self.function(schema)
+        exec("\n\n".join(self.funcs), self.ns)  # noqa: S102 - source generated above from the schema
+        for key, value in list(self.ns.items()):
+            if key.startswith("_p"):
+                for k, c in value.items():
+                    if isinstance(c, _Later):
+                        value[k] = self.ns[c.name]
+        return self.ns[top]
+
+
+class _Later:
+    """A generated function's name, replaced by the function once the source is executed."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _generate(schema, defs: dict):
+    """The yes/no check of ``schema`` as generated functions; raises _Unsupported (see _Gen)."""
+    if schema is True or schema is False:
+        return _compile(schema, defs, {})
+    return _Gen(defs).build(schema)
+
+
 @lru_cache(maxsize=None)
-def _fast_check(name: str = "mlspec.schema.json"):
+def _fast_check(name: str = "mlspec.schema.json", generated: bool = True):
     """The compiled yes/no check of a schema, or None when it uses something the compiler lacks."""
     schema = load_schema(name)
     defs = schema.get("$defs", {})
@@ -285,6 +509,11 @@ def _fast_check(name: str = "mlspec.schema.json"):
         schema = _inline_refs(schema, defs)
     except (KeyError, ValueError):
         pass
+    if generated:
+        try:
+            return _generate(schema, defs)
+        except (_Unsupported, TypeError, ValueError, KeyError):
+            pass
     try:
         return _compile(schema, defs, {})
     except (_Unsupported, TypeError, ValueError, KeyError):
@@ -323,6 +552,7 @@ def _described(schema: dict) -> str:
     return d.rstrip(".") if d else ""
 
 
+@paused
 def schema_diagnostics(data: Any, smap: SourceMap, schema_name: str = "mlspec.schema.json",
                        prefix: tuple = ()) -> list[Diagnostic]:
     out: list[Diagnostic] = []

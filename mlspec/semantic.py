@@ -11,6 +11,7 @@ from mlspec.addresses import format_value, parse_address
 from mlspec.compose import SourceMap
 from mlspec.errors import Diagnostic, did_you_mean
 from mlspec.gates import parse_gate
+from mlspec.gcpause import paused
 
 MAX_INSTANCES = 10_000
 BUILTIN_BACKEND_TYPES = ("local", "ray", "docker")
@@ -66,17 +67,31 @@ def cron_error(expr: Any) -> str:
     return ""
 
 
+_TEXT = frozenset({str})
+_CONTAINERS = frozenset({dict, list})
+
+
 def _all_keys_text(node: Any) -> bool:
+    """True when every mapping key is exactly a str (False sends check_keys down its slow path, which
+    decides). The key types of a mapping are checked in C; only containers are visited in Python."""
     stack = [node]
+    pop, push, containers, text = stack.pop, stack.append, _CONTAINERS, _TEXT
     while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            for k in node:
-                if not isinstance(k, str):
-                    return False
-            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        node = pop()
+        if node.__class__ is dict:
+            if not text.issuperset(map(type, node)):
+                return False
+            for v in node.values():
+                if v.__class__ in containers:
+                    push(v)
+        elif node.__class__ is list:
+            for v in node:
+                if v.__class__ in containers:
+                    push(v)
+        elif isinstance(node, dict):  # a subclass: let the slow path look
+            return False
         elif isinstance(node, list):
-            stack.extend(v for v in node if isinstance(v, (dict, list)))
+            stack.extend(node)
     return True
 
 
@@ -115,6 +130,10 @@ class _Checker:
         self.triggers = _m(data.get("triggers"))
         self.backends = _m(data.get("backends"))
         self._parsed: dict = {}
+        self._outputs_memo: dict = {}
+        self._input_refs: dict | None = None
+        self._tables = {"dataset": self.datasets, "step": self.steps, "model": self.models,
+                        "deployment": self.deployments, "monitor": self.monitors, "trigger": self.triggers}
 
     def err(self, path, code, message, prefer_key=False):
         self.diags.append(self.smap.diag(path, code, message, prefer_key=prefer_key))
@@ -134,11 +153,12 @@ class _Checker:
         return a
 
     def outputs_of(self, step: str) -> list[str]:
-        memo = self.__dict__.setdefault("_outputs_memo", {})  # asked twice per reference: once per step
-        if step not in memo:
+        memo = self._outputs_memo  # asked twice per reference: once per step
+        found = memo.get(step)
+        if found is None:
             outs = _m(self.steps.get(step)).get("outputs")
-            memo[step] = [o for o in outs if isinstance(o, str)] if isinstance(outs, (dict, list)) else []
-        return memo[step]
+            found = memo[step] = [o for o in outs if isinstance(o, str)] if isinstance(outs, (dict, list)) else []
+        return found
 
     def matrix_of(self, step: str, _seen: frozenset = frozenset()) -> dict:
         """Every matrix key an instance of ``step`` is addressed by -> its values: its own matrix and the
@@ -175,8 +195,7 @@ class _Checker:
         if a.kind not in allowed:
             self.err(path, "bad-reference", f"'{ref}' must name a {' or '.join(allowed)}")
             return None
-        table = {"dataset": self.datasets, "step": self.steps, "model": self.models,
-                 "deployment": self.deployments, "monitor": self.monitors, "trigger": self.triggers}[a.kind]
+        table = self._tables[a.kind]
         if a.name not in table:
             known = sorted(map(str, table))  # keys may be numbers too
             self.err(path, "dangling-reference", f"'{ref}' refers to {a.kind} '{a.name}', which is not declared"
@@ -277,16 +296,17 @@ class _Checker:
                     self.err(where, "bad-reference",
                              f"'{ref}' must name an output: step.{r[1]}.OUTPUT"
                              + (f" (outputs: {', '.join(self.outputs_of(r[1]))})" if self.outputs_of(r[1]) else ""))
-            self.check_plots(name, step, base)
+            if step.get("plots"):
+                self.check_plots(name, step, base)
             outs = step.get("outputs")
-            if isinstance(outs, list):
+            if isinstance(outs, list) and len(outs) > 1:
                 seen = set()
                 for i, o in enumerate(outs):
                     if isinstance(o, str) and o in seen:  # items may be anything here (lists too)
                         self.err(base + ("outputs", i), "duplicate-output",
                                  f"output '{o}' is declared twice in step '{name}'")
                     seen.add(o) if isinstance(o, str) else None
-            if isinstance(outs, (list, dict)):
+            if isinstance(outs, (list, dict)) and step.get("metrics"):
                 for i, mname in enumerate(self.metrics_of(name)):
                     if mname.split(".", 1)[0] in self.outputs_of(name):  # `model.loss` would be read from output `model`
                         self.err(base + ("metrics", i), "duplicate-output",
@@ -321,7 +341,8 @@ class _Checker:
                                  f"matrix key '{k}' would replace the mapping in params.{k}")
             if "backend" in step:
                 self.check_backend_name(base + ("backend",), step.get("backend"))
-            self.check_deps(name, step.get("deps"))
+            if step.get("deps"):
+                self.check_deps(name, step.get("deps"))
             cmd = step.get("cmd")
             if isinstance(cmd, str):
                 import re
@@ -411,13 +432,14 @@ class _Checker:
                 self.err(where + ("path",), "deps-format", f"'{path}': keys can be named only in a .yaml, .yml, "
                          ".json or .toml file; list other files as a plain path")
 
-    def input_refs(self, name: str) -> list:
-        """The parsed addresses of a step's inputs (unparsable ones are reported by check_ref)."""
-        if not hasattr(self, "_input_refs"):
+    def all_input_refs(self) -> dict:
+        """Step name -> the parsed addresses of its inputs (unparsable ones are reported by check_ref)."""
+        if self._input_refs is None:
             self._input_refs = {}
             for n, step in self.steps.items():
                 refs = []
-                for ref in _m(_m(step).get("inputs")).values():
+                inputs = step.get("inputs") if isinstance(step, dict) else None
+                for ref in inputs.values() if isinstance(inputs, dict) else ():
                     if isinstance(ref, dict):
                         ref = ref.get("from")
                     try:
@@ -426,11 +448,15 @@ class _Checker:
                     except ValueError:
                         pass
                 self._input_refs[n] = refs
-        return self._input_refs[name]
+        return self._input_refs
+
+    def input_refs(self, name: str) -> list:
+        return self.all_input_refs()[name]
 
     def step_deps(self) -> dict:
-        return {n: {a.name for a in self.input_refs(n) if a.kind == "step" and a.name in self.steps}
-                for n in self.steps}
+        steps = self.steps
+        return {n: {a.name for a in refs if a.kind == "step" and a.name in steps}
+                for n, refs in self.all_input_refs().items()}
 
     def check_cycles(self):
         deps = self.step_deps()
@@ -451,7 +477,9 @@ class _Checker:
             return
         if order is None:  # pragma: no cover - Kahn's algorithm stops short only on a cycle
             return
-        # matrix keys may not repeat upstream fan-out keys
+        # matrix keys may not repeat upstream fan-out keys (none to repeat when no step has a matrix)
+        if not any(isinstance(s, dict) and _m(s.get("matrix")) for s in self.steps.values()):
+            return
         coords: dict[str, set] = {}
         for name in order:
             step = _m(self.steps[name])
@@ -603,6 +631,7 @@ class _Checker:
             self.err(v.path, "residency", v.message, prefer_key=True)
 
 
+@paused
 def semantic_diagnostics(data: Mapping, smap: SourceMap, backend_types: tuple = BUILTIN_BACKEND_TYPES,
                          format_names: tuple | None = None) -> list[Diagnostic]:
     if format_names is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlspec import SPEC_FORMAT_VERSION
+from mlspec.gcpause import paused
 from mlspec.sensitive import Sensitivity, mask
 from mlspec.sensitive import find as find_sensitive
 from mlspec.units import parse_duration, parse_size
@@ -302,10 +303,14 @@ def _plot(output: str, p: Mapping) -> Plot:
                 p.get("title", ""))
 
 
+_NO_SECRETS: frozenset = frozenset()
+
+
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
+@paused
 def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: Sensitivity | None = None,
                choices: Mapping | None = None, canonical: bytes | None = None) -> Spec:
     """Build the frozen Spec from validated plain data (schema and semantic checks already passed)."""
@@ -320,18 +325,21 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
                       st.get("workspace", "default"), dict(st.get("options") or {}),
                       tuple(st.get("link") or ("reflink", "copy")), st.get("lock_lease"))
     steps = {}
+    no_secret_params = not any(len(p) > 2 and p[0] == "steps" and p[2] == "params" for p in secret_paths)
+    default_resources = Resources(1.0, 0.0, None, {})  # shared by the steps that ask for nothing (frozen, read only)
     for name, s in (data.get("steps") or {}).items():
+        # the steps of a large spec mostly use a few keys: the others cost a lookup, not a conversion
         params, secret_params = {}, set()
         for k, v in (s.get("params") or {}).items():
             if isinstance(v, dict) and set(v) == {"value", "secret"} and v.get("secret") is True:
                 params[k] = Secret(str(v["value"]))
                 secret_params.add(k)
-            elif isinstance(v, str) and ("steps", name, "params", k) in secret_paths:
+            elif not no_secret_params and isinstance(v, str) and ("steps", name, "params", k) in secret_paths:
                 params[k] = Secret(v)
                 secret_params.add(k)
             else:
                 params[k] = v
-        res = s.get("resources") or {}
+        res = s.get("resources")
         retries = s.get("retries", 0)
         backoff = 1.0
         if isinstance(retries, dict):
@@ -339,20 +347,23 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
             retries = int(retries.get("count", 0))
         outs, oopts = output_opts(s.get("outputs"))
         ins, iopts = input_opts(s.get("inputs"))
+        deps, matrix, env, plots, timeout = (s.get("deps"), s.get("matrix"), s.get("env"), s.get("plots"),
+                                             s.get("timeout"))
         steps[name] = Step(
             name=name, run=s.get("run", ""), cmd=s.get("cmd", ""), description=s.get("description", ""),
             inputs=ins, outputs=outs, output_opts=oopts, input_opts=iopts, fan_out=bool(s.get("fan_out", True)),
-            deps=_deps(s.get("deps")), params=params, secret_params=frozenset(secret_params),
+            deps=_deps(deps) if deps else (), params=params,
+            secret_params=frozenset(secret_params) if secret_params else _NO_SECRETS,
             metrics=tuple(s.get("metrics") or ()),
             resources=Resources(float(res.get("cpus", 1)), float(res.get("gpus", 0)),
                                 parse_size(res["memory"]) if res.get("memory") is not None else None,
-                                dict(res.get("custom") or {})),
+                                dict(res.get("custom") or {})) if res else default_resources,
             retries=int(retries), backoff=backoff,
-            timeout=parse_duration(s["timeout"]) if s.get("timeout") is not None else None,
-            backend=s.get("backend", ""), matrix={k: list(v) for k, v in (s.get("matrix") or {}).items()},
-            env={k: str(v) for k, v in (s.get("env") or {}).items()}, cache=bool(s.get("cache", True)),
+            timeout=parse_duration(timeout) if timeout is not None else None,
+            backend=s.get("backend", ""), matrix={k: list(v) for k, v in matrix.items()} if matrix else {},
+            env={k: str(v) for k, v in env.items()} if env else {}, cache=bool(s.get("cache", True)),
             external_paths=tuple(s.get("external_paths") or ()), image=str(s.get("image") or ""),
-            plots={o: _plot(o, p or {}) for o, p in (s.get("plots") or {}).items()})
+            plots={o: _plot(o, p or {}) for o, p in plots.items()} if plots else {})
     datasets = {n: Dataset(n, d["uri"], d.get("format", "auto"), d.get("description", ""),
                            tuple(d.get("residency") or ()), dict(d.get("options") or {}), d.get("contract"))
                 for n, d in (data.get("datasets") or {}).items()}
