@@ -65,14 +65,22 @@ def _copy_example(dest: Path) -> Path:
     shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".mlspec", "__pycache__", "*.pyc", "plan.json"))
     # the example serves churn-api on port 8080: a free port instead, so that runs in parallel (or a service
     # of the user's on 8080) do not collide; outputs are not compared, only exit codes
+    _free_ports(dest)
+    return dest
+
+
+def _free_ports(root: Path) -> None:
+    """Serve every churn copy under ``root`` (the example, or one `mlspec init` made) on a free port."""
     import socket
 
-    spec = dest / "mlspec.yaml"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    spec.write_text(spec.read_text(encoding="utf-8").replace("port: 8080", f"port: {port}"), encoding="utf-8")
-    return dest
+    for spec in root.rglob("mlspec.yaml"):
+        text = spec.read_text(encoding="utf-8")
+        if "port: 8080" not in text:
+            continue
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        spec.write_text(text.replace("port: 8080", f"port: {port}"), encoding="utf-8")
 
 
 @pytest.mark.parametrize("doc", _docs_with_commands(), ids=lambda p: p.relative_to(REPO).as_posix())
@@ -122,6 +130,8 @@ def _run_console_commands(doc: Path, root: Path, cwd: Path, env: dict, where: st
                               capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
         if stdout_to is not None:
             stdout_to.write_text(proc.stdout, encoding="utf-8")
+        if argv[1:2] == ["init"]:
+            _free_ports(root)
         assert proc.returncode == expected, (
             f"{where}:{lineno}: `{text}` exited {proc.returncode}, the doc says {expected}\n"
             f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-3000:]}")
