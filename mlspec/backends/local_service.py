@@ -523,7 +523,7 @@ def _probe(port) -> str:
         if resp.status != 200:
             return f"GET /v2/health/ready on port {port} answered {resp.status}"
         return ""
-    except OSError as exc:
+    except (OSError, http.client.HTTPException) as exc:
         return f"port {port} does not answer ({exc.__class__.__name__}: {exc})"
     finally:
         conn.close()

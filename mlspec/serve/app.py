@@ -347,6 +347,15 @@ class App:
         unknown = [k for k in tensors if k not in sig.names]
         if unknown:
             raise BadInput(f"unknown input '{unknown[0][:60]}'; this model's inputs are: {', '.join(sig.names)}")
+        for c in sig.columns:
+            if c.name not in tensors:
+                continue
+            shape, dtype, _ = tensors[c.name]
+            if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+                raise BadInput(f"input '{c.name}': shape must be [rows] or [rows, 1], got {shape}")
+            if dtype not in _V2_FOR_KIND[c.kind]:
+                raise BadInput(f"input '{c.name}': datatype {dtype[:20]} does not fit the column's {c.dtype}; send "
+                               f"{c.v2_datatype}")
         missing = [c for c in sig.names if c not in tensors]
         if missing:
             raise BadInput(f"input '{missing[0]}' is missing; this model's inputs are: {', '.join(sig.names)}")
@@ -354,11 +363,6 @@ class App:
         cols = {}
         for c in sig.columns:
             shape, dtype, values = tensors[c.name]
-            if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-                raise BadInput(f"input '{c.name}': shape must be [rows] or [rows, 1], got {shape}")
-            if dtype not in _V2_FOR_KIND[c.kind]:
-                raise BadInput(f"input '{c.name}': datatype {dtype[:20]} does not fit the column's {c.dtype}; send "
-                               f"{c.v2_datatype}")
             if n is None:
                 n = shape[0]
             elif shape[0] != n:
