@@ -38,3 +38,207 @@ class TestDockerServices(ServiceConformance):
             client.api.kill(record["container"])  # as an operator would: docker kill
         finally:
             client.close()
+
+
+# --- Docker-specific behaviour -------------------------------------------------------------------------
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from mlspec.artifacts import ArtifactStore  # noqa: E402
+from mlspec.backends.api import BackendError  # noqa: E402
+from mlspec.testing import free_port, http_json, make_model_artifact, make_service  # noqa: E402
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def infer(port: int, x1: float = 3.0, headers=None) -> tuple[int, dict]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/v2/models/conf-model/infer", body=json.dumps({"inputs": [
+            {"name": "x1", "datatype": "FP64", "shape": [1], "data": [x1]},
+            {"name": "x2", "datatype": "FP64", "shape": [1], "data": [0.0]}]}),
+            headers={"Content-Type": "application/json", **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+
+
+class Looper(threading.Thread):
+    """A real HTTP client sending inference requests without pause (a new connection each) until stopped."""
+
+    def __init__(self, port: int, send=None):
+        super().__init__(daemon=True)
+        self.port, self.halt, self.ok, self.failures, self.versions = port, threading.Event(), 0, [], []
+        self.send = send or (lambda: infer(self.port))
+
+    def run(self):
+        while not self.halt.is_set():
+            try:
+                status, body = self.send()
+            except OSError as exc:
+                self.failures.append(repr(exc))
+                continue
+            if status != 200:
+                self.failures.append((status, body))
+                continue
+            self.ok += 1
+            if not self.versions or self.versions[-1] != body.get("model_version"):
+                self.versions.append(body.get("model_version"))
+
+    def finish(self) -> "Looper":
+        time.sleep(0.3)
+        self.halt.set()
+        self.join(30)
+        return self
+
+
+@pytest.fixture
+def svc_env(tmp_path, docker_engine, docker_client):
+    """A context with two model versions; every service container of the project is removed at the end."""
+    from mlspec.backends.api import Context
+
+    project = tmp_path / "project"
+    project.mkdir()
+    ctx = Context(project_dir=project, artifacts_url=str(tmp_path / "artifacts"), code_paths=(str(project),))
+    store = ArtifactStore(ctx.artifacts_url)
+    models = {v: make_model_artifact(store, v) for v in (1, 2)}
+    backends = []
+
+    def make(**settings):
+        b = docker_backend(ctx, docker_engine, **settings)
+        backends.append(b)
+        return b
+
+    yield ctx, models, make
+    for b in backends:
+        b.close()
+    for c in docker_client.containers.list(all=True, filters={"label": f"mlspec.project={project}"}):
+        c.remove(force=True)
+
+
+def test_container_is_labelled_health_checked_and_holds_no_secret(svc_env, docker_client):
+    ctx, models, make = svc_env
+    b = make()
+    svc = make_service(ctx, *models[1], 1, port=free_port())
+    svc = type(svc)(**{**svc.__dict__, "config": {**svc.config, "token_env": "MLSPEC_SERVE_TOKEN"},
+                       "env": {"MLSPEC_SERVE_TOKEN": "tok-very-secret-42"}})
+    rec = b.deploy_service(svc)
+    try:
+        c = docker_client.api.inspect_container(rec["container"])
+        labels = c["Config"]["Labels"]
+        assert labels["mlspec.deployment"] == "deployment.conformance"
+        assert labels["mlspec.workspace"] == "conformance" and labels["mlspec.project"] == str(ctx.project_dir)
+        assert c["HostConfig"]["NetworkMode"] == "host" and c["Config"]["Healthcheck"]["Test"][0] == "CMD"
+        assert "tok-very-secret-42" not in json.dumps(c), "the token is in the container's configuration"
+        for root, _dirs, files in os.walk(ctx.project_dir / ".mlspec"):
+            for f in files:
+                p = os.path.join(root, f)
+                if os.path.isfile(p) and not p.endswith("ctl"):
+                    assert b"tok-very-secret-42" not in open(p, "rb").read(), p
+        assert infer(rec["port"])[0] == 401
+        assert infer(rec["port"], headers={"Authorization": "Bearer tok-very-secret-42"})[0] == 200
+        # the engine's own health check passes (it runs every 10 s; the first one within the interval)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            health = docker_client.api.inspect_container(rec["container"])["State"].get("Health") or {}
+            if health.get("Status") == "healthy":
+                break
+            time.sleep(0.5)
+        assert health.get("Status") == "healthy", health
+    finally:
+        b.remove_service(rec)
+    assert not docker_client.containers.list(all=True, filters={"label": "mlspec.deployment=deployment.conformance"})
+    assert not port_open(rec["port"])
+    assert not os.path.exists(rec["run_dir"])
+
+
+def test_changed_container_is_replaced_without_a_failed_request(svc_env, docker_client):
+    """Other backend settings (here an environment variable of the containers) give another container: the new
+    one takes over the listening socket, the old one drains and is removed, and a looping client sees no
+    failure; a model version change in the same update rolls out with it."""
+    ctx, models, make = svc_env
+    port = free_port()
+    b1 = make(env={"SERVICE_FLAVOUR": "one"})
+    rec1 = b1.deploy_service(make_service(ctx, *models[1], 1, port=port, replicas=2))
+    client = Looper(port)
+    client.start()
+    time.sleep(0.5)
+    b2 = make(env={"SERVICE_FLAVOUR": "two"})
+    rec2 = b2.update_service(rec1, make_service(ctx, *models[2], 2, port=port, replicas=2))
+    client.finish()
+    try:
+        assert client.failures == [] and client.ok > 0, client.failures[:5]
+        assert client.versions[0] == "1" and client.versions[-1] == "2", client.versions
+        assert rec2["container"] != rec1["container"] and rec2["spec"] != rec1["spec"] and rec2["port"] == port
+        names = [c.name for c in docker_client.containers.list(all=True, filters={
+            "label": "mlspec.deployment=deployment.conformance"})]
+        assert names == [rec2["name"]], names  # the old container is removed
+        env = docker_client.api.inspect_container(rec2["container"])["Config"]["Env"]
+        assert "SERVICE_FLAVOUR=two" in env
+        st = b2.service_status(rec2)
+        assert st.state == "running" and st.version == 2 and len(st.replicas) == 2, st
+        # the same container again: a rolling update inside it, container kept
+        client = Looper(port)
+        client.start()
+        rec3 = b2.update_service(rec2, make_service(ctx, *models[1], 1, port=port, replicas=2))
+        client.finish()
+        assert client.failures == [] and client.versions[-1] == "1", (client.failures[:5], client.versions)
+        assert rec3["container"] == rec2["container"] and rec3["generation"] == 2
+    finally:
+        b2.remove_service(rec2)
+    assert not port_open(port)
+
+
+def test_state_from_the_engine_stopped_removed_oom(svc_env, docker_client):
+    ctx, models, make = svc_env
+    b = make()
+    rec = b.deploy_service(make_service(ctx, *models[1], 1, port=free_port()))
+    try:
+        docker_client.api.stop(rec["container"], timeout=10)  # docker stop: the supervisor drains and exits 0
+        st = b.service_status(rec)
+        assert st.state == "gone" and "exited with code 0" in st.detail and rec["name"] in st.detail, st
+        assert not port_open(rec["port"])
+        docker_client.api.remove_container(rec["container"], force=True)  # docker rm -f
+        st = b.service_status(rec)
+        assert st.state == "gone" and f"the container {rec['name']} was removed" == st.detail, st
+        # an update of a gone service starts it anew
+        rec2 = b.update_service(rec, make_service(ctx, *models[2], 2, port=rec["port"]))
+        assert rec2["container"] != rec["container"] and infer(rec2["port"])[1]["model_version"] == "2"
+        b.remove_service(rec2)
+    finally:
+        b.remove_service(rec)
+
+
+def test_a_model_that_does_not_load_fails_in_one_line_and_leaves_nothing(svc_env, docker_client):
+    ctx, models, make = svc_env
+    b = make()
+    art, sig = models[1]
+    port = free_port()
+    svc = make_service(ctx, {"hash": "0" * 32, "format": art["format"]}, sig, 1, port=port)
+    with pytest.raises(BackendError) as err:
+        b.deploy_service(svc)
+    assert "\n" not in err.value.message and "docker logs" in err.value.hint, err.value.message
+    assert not docker_client.containers.list(all=True, filters={"label": f"mlspec.project={ctx.project_dir}"})
+    assert not port_open(port)
+
+
+def test_an_engine_on_another_machine_is_refused_in_one_line(svc_env):
+    from mlspec_docker.backend import DockerBackend as DB
+
+    ctx, models, _make = svc_env
+    b = DB({"type": "docker", "location": "local", "host": "tcp://192.0.2.10:2375"}, ctx)
+    with pytest.raises(BackendError) as err:
+        b.deploy_service(make_service(ctx, *models[1], 1, port=free_port()))
+    assert "on another machine" in err.value.message and "backend: local" in err.value.hint
