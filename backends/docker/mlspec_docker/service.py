@@ -308,7 +308,7 @@ class DockerServices:
             last = st.get("last") or {}
             if last.get("generation") == generation:
                 if not last.get("ok"):
-                    raise BackendError(f"{last.get('error') or 'the service did not start'}; {self._tail(api, cid)}",
+                    raise BackendError(last.get("error") or f"the service did not start: {self._tail(api, cid)}",
                                        hint=f"see `docker logs {cid[:12]}`")
                 return st
             now = time.monotonic()

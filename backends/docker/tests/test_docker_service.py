@@ -201,7 +201,7 @@ def test_changed_container_is_replaced_without_a_failed_request(svc_env, docker_
     assert not port_open(port)
 
 
-def test_state_from_the_engine_stopped_removed_oom(svc_env, docker_client):
+def test_state_from_the_engine_stopped_and_removed_by_hand(svc_env, docker_client):
     ctx, models, make = svc_env
     b = make()
     rec = b.deploy_service(make_service(ctx, *models[1], 1, port=free_port()))
@@ -242,3 +242,137 @@ def test_an_engine_on_another_machine_is_refused_in_one_line(svc_env):
     with pytest.raises(BackendError) as err:
         b.deploy_service(make_service(ctx, *models[1], 1, port=free_port()))
     assert "on another machine" in err.value.message and "backend: local" in err.value.hint
+
+
+# --- end to end through the CLI -----------------------------------------------------------------------
+STEPS = '''
+import numpy as np
+import pandas as pd
+
+
+def prepare(rows: int = 200, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=rows), rng.normal(size=rows)
+    return {"train": pd.DataFrame({"x1": x1, "x2": x2, "y": (x1 + 0.5 * x2 > 0).astype("int64")})}
+
+
+def train(train, C: float, score: float, target: str = "y"):
+    from sklearn.linear_model import LogisticRegression
+
+    return {"model": LogisticRegression(C=C).fit(train[["x1", "x2"]], train[target]), "roc_auc": score}
+'''
+
+SPEC = """
+secrets:
+  api_token: ${oc.env:API_TOKEN}
+project: dockdep
+steps:
+  prepare: {run: dd.steps:prepare, outputs: [train]}
+  train:
+    run: dd.steps:train
+    inputs: {train: step.prepare.train}
+    outputs: [model]
+    params: {C: %(C)s, score: %(score)s, target: y}
+    metrics: [roc_auc]
+models:
+  clf:
+    from: step.train.model
+    metrics: step.train
+    gates: {roc_auc: ">= 0.7"}
+    promote: {alias: production, if_better: roc_auc}
+deployments:
+  api: {model: clf@production, port: %(port)s, drain: 5s, backend: docker, token: "${secrets.api_token}"}
+"""
+
+TOKEN = "tok-e2e-docker-7788"
+
+
+def cli(project, *args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NO_COLOR="1", HOME=str(project.parent / "home"), API_TOKEN=TOKEN)
+    env.pop("PYTHONPYCACHEPREFIX", None)  # the workers import sklearn: use the compiled caches
+    (project.parent / "home").mkdir(exist_ok=True)
+    return subprocess.run([sys.executable, "-m", "mlspec", "-C", str(project), *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def e2e_infer(port: int) -> tuple[int, dict]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/v2/models/clf/infer", body=json.dumps({"inputs": [
+            {"name": "x1", "datatype": "FP64", "shape": [1], "data": [0.5]},
+            {"name": "x2", "datatype": "FP64", "shape": [1], "data": [-0.2]}]}),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def test_cli_serves_in_a_container_rolls_out_repairs_and_destroys(tmp_path, docker_engine, docker_client):
+    project = tmp_path / "proj"
+    (project / "src/dd").mkdir(parents=True)
+    (project / "src/dd/__init__.py").write_text("")
+    (project / "src/dd/steps.py").write_text(STEPS)
+    port = free_port()
+
+    def write(C, score):
+        (project / "mlspec.yaml").write_text(textwrap.dedent(SPEC % {"C": C, "score": score, "port": port}))
+
+    def record():
+        return json.loads((project / ".mlspec/state/default.state.json").read_text())["resources"]["deployment.api"]
+
+    def containers():
+        return docker_client.containers.list(all=True, filters={"label": [
+            "mlspec.deployment=deployment.api", f"mlspec.project={project}"]})
+
+    try:
+        write(1.0, 0.8)
+        r = cli(project, "apply", "--auto-approve")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"create: serving clf version 1 at http://127.0.0.1:{port}" in r.stdout, r.stdout
+        rec = record()
+        assert rec["backend_type"] == "docker" and rec["service"]["backend"] == "docker"
+        [c] = containers()
+        assert c.id == rec["service"]["container"] and c.status == "running"
+        assert TOKEN not in json.dumps(docker_client.api.inspect_container(c.id))
+        status, body = e2e_infer(port)  # a real HTTP client, with the bearer token
+        assert status == 200 and body["model_version"] == "1", body
+
+        # a better version is promoted and rolled out while a client loops: 0 failed requests
+        write(2.0, 0.9)
+        client = Looper(port, send=lambda: e2e_infer(port))
+        client.start()
+        r = cli(project, "apply", "--auto-approve")
+        client.finish()
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "update: serving clf version 2" in r.stdout, r.stdout
+        assert client.failures == [] and client.ok > 0, client.failures[:5]
+        assert client.versions[0] == "1" and client.versions[-1] == "2", client.versions
+        assert record()["service"]["container"] == c.id  # the model moved inside the same container
+
+        # removed by hand: refresh sees it gone, plan shows the recreate, apply recreates
+        subprocess.run(["docker", "-H", docker_engine, "rm", "-f", c.id], check=True, capture_output=True)
+        r = cli(project, "refresh")
+        assert r.returncode == 0 and "gone" in r.stdout, r.stdout + r.stderr
+        assert record()["observed"]["state"] == "gone" and "was removed" in record()["observed"]["detail"]
+        plan = cli(project, "plan")
+        assert "+ deployment.api" in plan.stdout and "was removed" in plan.stdout, plan.stdout
+        r = cli(project, "apply", "--auto-approve")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "recreate: serving clf version 2" in r.stdout, r.stdout
+        [c2] = containers()
+        assert c2.id != c.id and e2e_infer(port)[1]["model_version"] == "2"
+        r = cli(project, "refresh", "--format", "json")
+        assert json.loads(r.stdout)["deployments"][0]["state"] == "running", r.stdout
+        assert "No changes" in cli(project, "plan").stdout
+
+        # destroy: no container, the port closed, no run directory
+        r = cli(project, "destroy", "--auto-approve")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert containers() == [] and not port_open(port)
+        assert not list((project / ".mlspec/containers/default/api").glob("*"))
+    finally:
+        for c in containers():
+            c.remove(force=True)
