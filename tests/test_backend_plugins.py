@@ -6,13 +6,21 @@ from __future__ import annotations
 
 def test_missing_backend_plugin_names_the_install_command(project):
     spec = (project.root / "mlspec.yaml").read_text()
-    project.write("mlspec.yaml", spec.replace("run: demo.steps:side", "run: demo.steps:side\n    backend: docker"))
+    spec = spec.replace("run: demo.steps:side", "run: demo.steps:side\n    backend: containers")
+    project.write("mlspec.yaml", spec + "backends:\n  containers: {type: podman}\n")
     r = project.run("plan")
     assert r.returncode == 1
-    assert "backend 'docker' is not installed (installed: local, ray)" in r.stderr
-    assert "install it: the docker backend is planned" in r.stderr
+    assert "backend 'podman' is not installed (installed: " in r.stderr
+    assert "install it: install the package that provides the 'podman' backend" in r.stderr
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) <= 3
+
+
+def test_install_hints_of_the_builtin_backends_name_their_packages():
+    from mlspec.backends.registry import INSTALL_HINTS
+
+    assert INSTALL_HINTS["docker"].startswith("pip install -e backends/docker")
+    assert INSTALL_HINTS["ray"].startswith("pip install -e backends/ray")
 
 
 def test_broken_backend_plugin_is_reported_not_raised(project, tmp_path):

@@ -138,6 +138,8 @@ class DockerBackend(Backend):
         self._running: dict[str, _Running] = {}
         self._cancelled = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
+        self._remover: ThreadPoolExecutor | None = None
+        self._removals: list = []
         self._client = None
         self._image = ""  # the default image of the steps, once resolved
         self._images: dict[str, str] = {}  # pinned image -> checked
@@ -181,13 +183,19 @@ class DockerBackend(Backend):
         import docker
 
         url = self.engine_url
+        hint = "start it (dockerd, or the Docker service), or point backend.host or DOCKER_HOST at a running engine"
+        if url.startswith("unix://") and not os.path.exists(url[len("unix://"):]):
+            raise BackendError(f"cannot reach the Docker engine at {url}: there is no socket at that path", hint=hint)
         try:
             client = docker.DockerClient(base_url=url, timeout=self.connect_timeout, version="1.41")
             client.ping()
         except Exception as exc:  # noqa: BLE001 - DockerException, connection errors, bad URLs
-            raise BackendError(f"cannot reach the Docker engine at {url}: {_first_line(exc)}",
-                               hint="start it (dockerd, or the Docker service), or point backend.host or "
-                                    "DOCKER_HOST at a running engine") from None
+            text = _first_line(exc)
+            for known in ("Connection refused", "timed out", "Permission denied", "Name or service not known"):
+                if known.lower() in text.lower():
+                    text = known.lower()
+                    break
+            raise BackendError(f"cannot reach the Docker engine at {url}: {text}", hint=hint) from None
         client.api.timeout = API_TIMEOUT
         self._client = client
         return client
@@ -239,6 +247,9 @@ class DockerBackend(Backend):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._remover is not None:
+            self._remover.shutdown(wait=True)
+            self._remover, self._removals = None, []
         if self._client is not None:
             self._remove_labelled({f"{LABEL_APPLY}={self.apply_label}"})
             self._client.close()
@@ -268,6 +279,13 @@ class DockerBackend(Backend):
             h, _, pid = owner.rpartition(":")
             if h == host and pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
                 self._remove(c["Id"])
+
+    def _remove_later(self, container: str) -> None:
+        """Remove a finished container in the background (the next step need not wait); close() waits."""
+        with self._lock:
+            if self._remover is None:
+                self._remover = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlspec-docker-rm")
+            self._removals.append(self._remover.submit(self._remove, container))
 
     def _remove(self, container: str) -> None:
         try:
@@ -328,6 +346,7 @@ class DockerBackend(Backend):
                     add(root, mode="ro")
                 if os.path.isdir("/etc/ssl/certs"):
                     add("/etc/ssl/certs", mode="ro")
+
             if not self.settings.get("workdir"):
                 add(str(payload["project_dir"]))
             url = (payload.get("artifacts") or {}).get("url") or ""
@@ -383,6 +402,7 @@ class DockerBackend(Backend):
             paths = [str(Path(mlspec.__file__).resolve().parent.parent)]
             paths += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in paths]
             env["PYTHONPATH"] = os.pathsep.join(paths)
+
             if os.path.isfile("/etc/ssl/certs/ca-certificates.crt"):
                 env.setdefault("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
         env.update({k: str(v) for k, v in (self.settings.get("env") or {}).items()})
@@ -425,6 +445,7 @@ class DockerBackend(Backend):
             self._running[task.id] = entry
         timer = None
         raw = None
+        result = None
         try:
             if self._cancelled.is_set():
                 entry.reason = "cancel"
@@ -444,8 +465,13 @@ class DockerBackend(Backend):
             except OSError:
                 pass  # the container ended already (killed): its output and state say why
             log = _read_frames(raw)
-            code = api.wait(entry.container, timeout=60)["StatusCode"]
-            state = api.inspect_container(entry.container)["State"]
+            result = _result_of(log, marker)
+            if result is not None and result.get("status") == "succeeded" and not entry.reason:
+                code, state = 0, {}  # the step reported success: its exit code and state add nothing
+            else:
+                code = api.wait(entry.container, timeout=60)["StatusCode"]
+                # why it failed (OOMKilled) is in its state
+                state = api.inspect_container(entry.container)["State"] if code != 0 or result is None else {}
         except docker.errors.DockerException as exc:
             if entry.reason:
                 return self._stopped(entry, "")
@@ -463,20 +489,18 @@ class DockerBackend(Backend):
                     entry.sock.close()
                 except Exception:  # noqa: BLE001
                     pass
-            self._remove(entry.container)
             with self._lock:
                 self._running.pop(task.id, None)
-        return self._result(entry, log, code, state, time.monotonic() - started)
+            if entry.reason or result is None or result.get("status") != "succeeded":
+                self._remove(entry.container)  # before the result: a stopped or failed step leaves nothing
+            else:
+                self._remove_later(entry.container)
+        return self._result(entry, log, result, code, state, time.monotonic() - started)
 
-    def _result(self, entry: _Running, raw_log: bytes, code: int, state: Mapping, took: float) -> TaskResult:
+    def _result(self, entry: _Running, raw_log: bytes, result: dict | None, code: int, state: Mapping,
+                took: float) -> TaskResult:
         at = raw_log.rfind(b"\n" + entry.marker.encode())
-        result = None
         if at >= 0:
-            line = raw_log[at + 1:].split(b"\n", 1)[0]
-            try:
-                result = json.loads(line[line.index(b"{"):])
-            except ValueError:
-                result = None
             raw_log = raw_log[:at]
         log = raw_log[-LOG_LIMIT:].decode("utf-8", "replace")
         if entry.reason:
@@ -637,6 +661,19 @@ class DockerBackend(Backend):
                                              else "this machine's Python (host environment)")
         return (f"ok: Docker {info.get('ServerVersion', '?')} at {self.engine_url}, {info.get('NCPU', '?')} CPUs; "
                 f"steps run in {what}")
+
+
+def _result_of(raw_log: bytes, marker: str) -> dict | None:
+    """The runner's result dict, written after the marker at the end of the output; None if it is not there."""
+    at = raw_log.rfind(b"\n" + marker.encode())
+    if at < 0:
+        return None
+    line = raw_log[at + 1 + len(marker):].split(b"\n", 1)[0]
+    try:
+        result = json.loads(line)
+    except ValueError:
+        return None
+    return result if isinstance(result, dict) and "status" in result else None
 
 
 def _read_exact(sock, n: int) -> bytes:
