@@ -269,6 +269,12 @@ class DockerServices:
                 self._remove_container(api, cid)
             shutil.rmtree(run_dir, ignore_errors=True)
             raise BackendError(f"the Docker engine refused the container of {service.address}: {_first_line(exc)}")
+        except BackendError as exc:  # the container's last lines go into the hint: it is removed now
+            tail = self._tail(api, cid, 5) if cid else ""
+            if cid:
+                self._remove_container(api, cid)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise BackendError(exc.message, hint=f"the container's last lines: {tail}" if tail else exc.hint) from None
         except BaseException:
             if cid:
                 self._remove_container(api, cid)
