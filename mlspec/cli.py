@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "workspace was made from, else the spec's storage.workspace)")
     p.add_argument("--format", choices=("markdown", "text", "json"), default="markdown",
                    help="output format: markdown (the comment), text, json (default markdown)")
+    p.add_argument("--plan", default=None, metavar="FILE",
+                   help="show this saved plan (`plan -o FILE`, e.g. the one an apply just ran) instead of planning now")
     p.add_argument("-o", "--out", default=None, metavar="FILE", help="also write the comment to FILE")
     p.add_argument("--no-preflight", action="store_true", help="skip backend preflight checks")
     _spec_opts(p)
@@ -294,14 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     ws = p.add_subparsers(dest="workspace_command", metavar="SUBCOMMAND")
     q = ws.add_parser("list", parents=[common], help="list the workspaces of the state store")
     q.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    _overrides(q)
     q = ws.add_parser("new", parents=[common], help="create a workspace, optionally from another one's state")
     q.add_argument("name", metavar="NAME")
     q.add_argument("--from", dest="from_ws", default=None, metavar="WS",
                    help="start from this workspace's current state (its results are re-used, nothing re-runs)")
     q.add_argument("--exist-ok", action="store_true", help="do nothing (exit 0) if NAME exists already")
+    _overrides(q)
     q = ws.add_parser("delete", parents=[common], help="delete a workspace's state (its artifacts stay)")
     q.add_argument("name", metavar="NAME")
     q.add_argument("--missing-ok", action="store_true", help="exit 0 if NAME does not exist")
+    _overrides(q)
 
     p = sub.add_parser("fmt", parents=[common], help="rewrite spec files in the canonical key order and style")
     p.add_argument("paths", nargs="*", metavar="FILE",

@@ -92,8 +92,11 @@ class ContractReport:
         return "\n".join([head] + [f"  - {v.line(self.row_word)}" for v in self.violations])
 
     def hint(self) -> str:
-        return (f"fix the data, or the contract in the spec if it is wrong; "
-                f"`mlspec data check {self.source}` checks it again without applying")
+        if self.source.startswith("dataset."):
+            return (f"fix the data, or the contract in the spec if it is wrong; "
+                    f"`mlspec data check {self.source}` checks it again without applying")
+        step = self.source.rsplit(".", 1)[0]
+        return f"fix what {step} writes, or the contract in the spec if it is wrong, then apply again"
 
     def to_dict(self) -> dict:
         return {"source": self.source, "where": self.where, "rows": self.rows, "ok": self.ok,
@@ -517,7 +520,10 @@ def check_dataset(spec, ds, data_hash: str | None = None, *, use_cache: bool = T
             return hit, True
     uri = ds.uri
     path = uri if ("://" in uri and not uri.startswith("file://")) or os.path.isabs(uri) else str(spec.project_dir / uri)
-    report = check_path(ds.contract, path, ds.address, ds.format, ds.options, shown=uri)
+    try:
+        report = check_path(ds.contract, path, ds.address, ds.format, ds.options, shown=uri)
+    except MlspecError as exc:  # a contract that cannot be built (an unknown dtype): the report says so
+        report = ContractReport(ds.address, uri, None, [Violation("", "contract", 0, exc.message)])
     if data_hash:
         cache.put(data_hash, ds.contract, report)
     return report, False
@@ -544,7 +550,10 @@ def check_output(project, address: str, output: str, out: Mapping, contract: Map
         except MlspecError as exc:
             report = ContractReport(source, h, None, [Violation("", "readable", 0, str(exc))])
         else:
-            report = check_path(contract, str(path), source, fmt, shown=f"{output} ({fmt}, {h[:16]})")
+            try:
+                report = check_path(contract, str(path), source, fmt, shown=f"{output} ({fmt}, {h[:16]})")
+            except MlspecError as exc:
+                report = ContractReport(source, h, None, [Violation("", "contract", 0, exc.message)])
     cache.put(h, contract, report)
     return report, False
 

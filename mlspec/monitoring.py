@@ -113,7 +113,8 @@ def evaluate(project, monitor, *, current: str | None = None) -> dict:
         return df.drop(columns=[monitor.target]) if monitor.target and monitor.target in df.columns else df
 
     features = list(monitor.features) or None
-    profile, cached = drift.cached_profile(load_features, fp, cache_dir, features)
+    key = f"{fp}:without:{monitor.target}" if monitor.target and features is None else fp
+    profile, cached = drift.cached_profile(load_features, key, cache_dir, features)
     cur, source = current_data(project, monitor, current)
     pred_ref = None
     if monitor.target:

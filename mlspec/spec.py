@@ -197,6 +197,7 @@ class Deployment:
     drain: float = 10.0  # seconds a replica being replaced may take to finish its requests
     log: Mapping | None = field(default_factory=dict)  # request log settings; None: no request log
     limits: Mapping = field(default_factory=dict)  # max_body_bytes
+    ready_timeout: float = 300.0  # seconds a replica may take to load and answer ready
 
     @property
     def model_name(self) -> str:
@@ -291,7 +292,8 @@ def _deployment(name: str, d: Mapping) -> Deployment:
                       Secret(str(d["token"])) if d.get("token") is not None else None,
                       parse_duration(d["drain"]) if d.get("drain") is not None else 10.0, log_settings,
                       {"max_body_bytes": parse_size(limits["max_body_bytes"]) if limits.get("max_body_bytes")
-                       is not None else 1 << 20})
+                       is not None else 1 << 20},
+                      parse_duration(d["ready_timeout"]) if d.get("ready_timeout") is not None else 300.0)
 
 
 def _plot(output: str, p: Mapping) -> Plot:

@@ -97,3 +97,16 @@ def test_errors_are_one_line(tmp_path):
     (root / "mlspec.yaml").write_text(MAIN_SPEC.replace("step.train.model", "step.nope.model", 1))
     r = diff(root)
     assert r.returncode == 1 and "the spec of the working tree does not compose" in r.stderr
+
+
+def test_a_branch_that_adds_the_spec_shows_everything_added(tmp_path):
+    root = make_repo(tmp_path / "repo")
+    git(root, "checkout", "-q", "--orphan", "empty")
+    git(root, "rm", "-rfq", ".")
+    (root / "README").write_text("nothing yet\n")
+    git(root, "add", "README")
+    git(root, "commit", "-qm", "empty")
+    git(root, "checkout", "-q", "main")
+    d = json.loads(diff(root, "--base", "empty", "--head", "main", "--format", "json").stdout)
+    assert d["summary"]["added"] == 7 and {c["action"] for c in d["changes"]} == {"added"}
+    assert d["changes"][0]["address"] == "dataset.nums" and "step.prepare" in d["changes"][0]["affects"]

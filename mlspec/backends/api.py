@@ -115,7 +115,7 @@ class Service:
     port: int | None = None  # None: any free port (the record says which)
     replicas: int = 1
     drain_seconds: float = 10.0
-    ready_timeout: float = 60.0
+    ready_timeout: float = 300.0  # seconds a replica may take to load and answer ready
     env: Mapping = field(default_factory=dict, repr=False)
 
 

@@ -161,15 +161,14 @@ class Supervisor:
         while waiting:
             left = deadline - time.monotonic()
             if left <= 0:
-                return f"a replica was not ready within {timeout:g}s (see {os.path.join(self.run_dir, LOG)})"
+                return f"a replica was not ready within {timeout:g}s"
             ready, _, _ = select.select(list(waiting), [], [], min(left, 0.5))
             for fd in ready:
                 w = waiting[fd]
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     code = w.proc.wait()
-                    return (f"a replica exited with code {code} before it was ready "
-                            f"(see {os.path.join(self.run_dir, LOG)})")
+                    return f"a replica exited with code {code} before it was ready"
                 w.buf += chunk
                 while b"\n" in w.buf:
                     line, w.buf = w.buf.split(b"\n", 1)
@@ -307,7 +306,7 @@ class Supervisor:
         try:
             for i in range(int(msg.get("replicas") or 1)):
                 new.append(self.spawn(msg, cfg_path, i))
-            error = self.wait_ready(new, float(msg.get("ready_timeout") or 60))
+            error = self.wait_ready(new, float(msg.get("ready_timeout") or 300))
         except OSError as exc:
             error = f"cannot start a replica: {exc}"
         if error:
@@ -377,7 +376,7 @@ class Supervisor:
             except OSError as exc:
                 self.log(f"cannot restart replica {w.index}: {exc}")
                 continue
-            error = self.wait_ready([nw], float(self.desired.get("ready_timeout") or 60))
+            error = self.wait_ready([nw], float(self.desired.get("ready_timeout") or 300))
             if error:
                 self.log(f"restart of replica {w.index} failed: {error}")
                 self.stop_workers([nw], 2.0)

@@ -176,41 +176,77 @@ def _is_sensitive(side: Side, path: tuple) -> bool:
     return any(path[:len(p)] == p for p in side.sensitive_paths)
 
 
-def _downstream(nodes: list, starts: set) -> list[str]:
-    """Resources (addresses without their matrix part) downstream of the node addresses in ``starts``, in
-    the graph's order."""
-    dependents: dict[str, list] = {}
-    for addr, ups in nodes:
-        for u in ups:
-            dependents.setdefault(u, []).append(addr)
-    seen: set = set()
-    todo = list(starts)
-    while todo:
-        a = todo.pop()
-        for d in dependents.get(a, ()):
-            if d not in seen:
-                seen.add(d)
-                todo.append(d)
-    own = {a.split("[", 1)[0] for a in starts}
-    out: list[str] = []
-    for addr, _ in nodes:
-        base = addr.split("[", 1)[0]
-        if addr in seen and base not in own and base not in out:
-            out.append(base)
-    return out
+AFFECTS_LIMIT = 100  # addresses listed per change; `affects_more` counts the rest
 
 
-def _node_index(nodes: list) -> dict:
-    idx: dict[str, list] = {}
-    for addr, _ in nodes:
-        idx.setdefault(addr.split("[", 1)[0], []).append(addr)
-    return idx
+class Downstream:
+    """What lies downstream of each node of one side's graph, as bitsets over resources (bit k: the k-th
+    resource, instances of a matrix step counted once, in graph order), built in one pass from the end of
+    the topological order: a change's downstream set is then one OR and its size one popcount, so a chain of
+    2,000 changed steps stays fast."""
+
+    def __init__(self, nodes: list):
+        bases = [a.split("[", 1)[0] for a, _ in nodes]
+        self.ids: dict[str, int] = {}
+        for b in bases:
+            self.ids.setdefault(b, len(self.ids))
+        self.names = list(self.ids)
+        index = {a: i for i, (a, _) in enumerate(nodes)}
+        dependents: list[list[int]] = [[] for _ in nodes]
+        for i, (_, ups) in enumerate(nodes):
+            for u in ups:
+                j = index.get(u)
+                if j is not None:
+                    dependents[j].append(i)
+        node_base = [self.ids[b] for b in bases]
+        down = [0] * len(nodes)
+        for i in range(len(nodes) - 1, -1, -1):
+            acc = 0
+            for d in dependents[i]:
+                acc |= (1 << node_base[d]) | down[d]
+            down[i] = acc
+        self.down: dict[int, int] = {}
+        for i, k in enumerate(node_base):
+            self.down[k] = self.down.get(k, 0) | down[i]
+
+    @property
+    def bases(self) -> list[str]:
+        return self.names
+
+    def _set(self, address: str) -> int:
+        k = self.ids.get(address)
+        return 0 if k is None else self.down[k] & ~(1 << k)
+
+    def union(self, addresses) -> set:
+        """Every resource downstream of any of ``addresses`` (complete, not cut)."""
+        bits = 0
+        for a in addresses:
+            bits |= self._set(a)
+        return {self.names[k] for k in _bits(bits)}
+
+    def of(self, address: str) -> tuple[list[str], int]:
+        """(the first AFFECTS_LIMIT resources downstream of ``address``, in graph order; how many more)."""
+        bits = self._set(address)
+        total = bin(bits).count("1")
+        out = []
+        while bits and len(out) < AFFECTS_LIMIT:
+            low = bits & -bits
+            out.append(self.names[low.bit_length() - 1])
+            bits ^= low
+        return out, total - len(out)
+
+
+def _bits(x: int):
+    while x:
+        low = x & -x
+        yield low.bit_length() - 1
+        x ^= low
 
 
 def diff_sides(base: Side, head: Side) -> dict:
     """The semantic diff as plain data (the JSON format)."""
     changes = []
-    head_idx, base_idx = _node_index(head.nodes), _node_index(base.nodes)
+    head_down, base_down = Downstream(head.nodes), Downstream(base.nodes)
     head_order: dict[str, int] = {}
     base_order: dict[str, int] = {}
     for order_of, side in ((head_order, head), (base_order, base)):
@@ -247,16 +283,11 @@ def diff_sides(base: Side, head: Side) -> dict:
             if x == y:
                 continue
             address = f"{kind}.{name}"
-            if x is _MISSING:
-                action = "added"
-                affects = _downstream(head.nodes, set(head_idx.get(address, [address])))
-            elif y is _MISSING:
-                action = "removed"
-                affects = _downstream(base.nodes, set(base_idx.get(address, [address])))
-            else:
-                action = "changed"
-                affects = _downstream(head.nodes, set(head_idx.get(address, [address])))
+            action = "added" if x is _MISSING else "removed" if y is _MISSING else "changed"
+            affects, more = (base_down if action == "removed" else head_down).of(address)
             row = {"address": address, "kind": kind, "action": action, "affects": affects}
+            if more:
+                row["affects_more"] = more
             if action == "changed":
                 row["attributes"] = attrs((section, name), x, y)
             else:
@@ -277,8 +308,10 @@ def diff_sides(base: Side, head: Side) -> dict:
         row = {"address": key, "kind": "setting", "action": "changed" if x is not _MISSING and y is not _MISSING
                else "added" if x is _MISSING else "removed", "attributes": attrs((key,), x, y)}
         if key in ("backend", "backends"):  # where steps run: every step's next run goes there
-            row["affects"] = [a for a in dict.fromkeys(n.split("[", 1)[0] for n, _ in head.nodes)
-                              if a.startswith("step.")]
+            steps = [a for a in dict.fromkeys(head_down.bases) if a.startswith("step.")]
+            row["affects"] = steps[:AFFECTS_LIMIT]
+            if len(steps) > AFFECTS_LIMIT:
+                row["affects_more"] = len(steps) - AFFECTS_LIMIT
         else:
             row["affects"] = []
         settings.append(row)
@@ -297,8 +330,12 @@ def diff_sides(base: Side, head: Side) -> dict:
             groups.append({"group": g, "before": x, "after": y})
     summary = {k: sum(1 for c in changes if c["action"] == k) for k in ("added", "removed", "changed")}
     summary["settings"] = len(settings)
-    affected = sorted({a for c in changes + settings for a in c["affects"]} -
-                      {c["address"] for c in changes})
+    touched = {c["address"] for c in changes}
+    affected = head_down.union(c["address"] for c in changes if c["action"] != "removed")
+    affected |= base_down.union(c["address"] for c in changes if c["action"] == "removed")
+    for c in settings:
+        affected.update(c["affects"])
+    affected = sorted(affected - touched)
     return {"base": base.to_dict(), "head": head.to_dict(), "has_changes": bool(changes or settings or groups),
             "summary": summary, "groups": groups, "changes": changes, "settings": settings,
             "affected": affected}
@@ -312,9 +349,15 @@ def spec_diff(project_dir, spec_file: str | None, overrides, base_rev: str | Non
         base_label, base_commit = base_rev, resolve_commit(root, base_rev, "--base")
     else:
         base_label, base_commit = default_base(root)
+    from mlspec.compose.groups import DEFAULT_SPEC
+
     with tempfile.TemporaryDirectory(prefix="mlspec-diff-") as tmp:
         where = export_revision(root, prefix, base_commit, Path(tmp) / "base")
-        base = compose_side(where, spec_file, overrides, f"{base_label} ({base_commit[:10]})", base_commit)
+        label = f"{base_label} ({base_commit[:10]})"
+        if (where / (spec_file or DEFAULT_SPEC)).is_file():
+            base = compose_side(where, spec_file, overrides, label, base_commit)
+        else:  # the branch adds the spec: everything in it is new
+            base = Side(label, base_commit, {}, {}, frozenset(), {}, lambda path: "", [])
         if head_rev:
             head_commit = resolve_commit(root, head_rev, "--head")
             where = export_revision(root, prefix, head_commit, Path(tmp) / "head")
@@ -347,11 +390,13 @@ def _attr_text(a: dict) -> str:
     return f"{a['path']}: {_v(a['before'])} -> {_v(a['after'])}"
 
 
-def _affects_text(affects: list, limit: int = 8) -> str:
+def _affects_text(c: dict, limit: int = 8) -> str:
+    affects = c["affects"]
     if not affects:
         return ""
-    more = f", ... {len(affects) - limit} more" if len(affects) > limit else ""
-    return ", ".join(affects[:limit]) + more
+    more = len(affects) - limit if len(affects) > limit else 0
+    more += c.get("affects_more", 0)
+    return ", ".join(affects[:limit]) + (f", ... {more} more" if more else "")
 
 
 def summary_line(d: dict) -> str:
@@ -379,7 +424,7 @@ def render_text(d: dict) -> str:
             src = f"  ({a['source']})" if a.get("source") else ""
             lines.append(f"      {_attr_text(a)}{src}")
         if c["affects"]:
-            lines.append(f"      affects: {_affects_text(c['affects'])}")
+            lines.append(f"      affects: {_affects_text(c)}")
     if d["changes"] or d["settings"]:
         lines.append("")
     lines.append(summary_line(d))
@@ -411,8 +456,9 @@ def render_markdown(d: dict, *, heading: str = "### mlspec diff", limit: int = 3
         else:
             what = c["action"] + (f" (`{_md(c['source'])}`)" if c.get("source") else "")
         affects = ", ".join(f"`{a}`" for a in c["affects"][:10])
-        if len(c["affects"]) > 10:
-            affects += f", … {len(c['affects']) - 10} more"
+        more = max(len(c["affects"]) - 10, 0) + c.get("affects_more", 0)
+        if more:
+            affects += f", … {more} more"
         row = f"| `{_SYMBOL[c['action']]}` | `{c['address']}` | {what} | {affects or '-'} |"
         if used + len(row) > limit:
             break

@@ -60,5 +60,13 @@ def run(args, console: Console) -> int:
         verdict = "DATA DRIFT" if report["dataset_drift"] else "no data drift"
         console.print(f"  {verdict}: {n} of {k} features drifted ({report['share_drifted']:.0%}; "
                       f"data drift at {report['drift_share']:.0%})")
-        console.print(f"  Reports: {js} and {html}\n")
+        console.print(f"  Reports: {_shown(js)} and {_shown(html)}\n")
     return EXIT_CHANGES if drifted else 0
+
+
+def _shown(path) -> str:
+    """A report's path as the user can type it: relative to the working directory when inside it."""
+    import os
+
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel

@@ -153,7 +153,7 @@ def listing(project: Project) -> list[dict]:
 
 
 def run(args, console: Console) -> int:
-    project = Project.open(args.project_dir, args.file, args.overrides)
+    project = Project.open(args.project_dir, args.file, getattr(args, "overrides", None) or [])
     sub = args.workspace_command
     if sub == "list":
         rows = listing(project)

@@ -61,6 +61,7 @@ def request_log_url(artifacts_url: str, workspace: str, deployment: str) -> str:
 def settings_of(dep) -> dict:
     """The deployment settings a rollout applies (changing one rolls the service out again)."""
     return {"replicas": dep.replicas, "drain": dep.drain, "log": dep.log, "limits": dict(dep.limits)}
+    # ready_timeout is not a setting of the service: changing it rolls nothing out
 
 
 def desired_version(dep, model, reg: Mapping, model_outputs: Mapping | None) -> tuple:
@@ -249,6 +250,7 @@ class DeploymentKind(ResourceKind):
                                   "gates and is never served")
         desired = dict(change.detail or {})
         desired["version"] = version
+        gone = replace = False
         try:
             _name, backend = run.backend_for(_BackendRef(dep.backend))
             service = self.service(run.project, dep, v, desired)
@@ -280,8 +282,8 @@ class DeploymentKind(ResourceKind):
             if rec is not None and (gone or replace):  # the old service is stopped and no new one runs
                 rec.update(service=None, observed={"state": "gone", "detail": f"the last apply failed: {exc.message}",
                                                    "when": round(time.time(), 3)})
-                oc.status, oc.error, oc.finished = Status.FAILED, f"{exc.message}", time.time()
-                return Done(oc, rec)
+                done = self._fail(oc, exc.message + (f" ({exc.hint})" if exc.hint else ""))
+                return Done(done.outcome, rec)
             return self._fail(oc, exc.message + (f" ({exc.hint})" if exc.hint else ""))
         url = f"http://127.0.0.1:{new.get('port')}"
         history = list((rec or {}).get("history") or ())
@@ -310,6 +312,7 @@ class DeploymentKind(ResourceKind):
     @staticmethod
     def _fail(oc: Outcome, message: str) -> Done:
         oc.status, oc.error, oc.finished = Status.FAILED, message, time.time()
+        oc.duration = round(oc.finished - (oc.started or oc.finished), 3)
         return Done(oc)
 
     @staticmethod
@@ -336,7 +339,7 @@ class DeploymentKind(ResourceKind):
                   "signature": v.get("signature"), "log": log, "limits": dict(dep.limits),
                   "token_env": TOKEN_ENV if dep.token is not None else None, "drain_seconds": dep.drain}
         return Service(f"deployment.{dep.name}", dep.name, spec.storage.workspace, dep.model_name, v["version"],
-                       config, dep.port, dep.replicas, dep.drain, 60.0, env)
+                       config, dep.port, dep.replicas, dep.drain, dep.ready_timeout, env)
 
     @staticmethod
     def _backend_of(run, rec: Mapping):

@@ -39,22 +39,6 @@ def ingest(rows: int, seed: int, exports: Path | None = None) -> dict:
     return {"raw": df}
 
 
-def check(raw: pd.DataFrame, min_age: int, max_age: int) -> dict:
-    problems = []
-    if raw["customer_id"].duplicated().any():
-        problems.append("customer_id is not unique")
-    if raw.isna().any().any():
-        problems.append(f"null values in {sorted(raw.columns[raw.isna().any()])}")
-    bad_age = raw[(raw["age"] < min_age) | (raw["age"] > max_age)]
-    if len(bad_age):
-        problems.append(f"{len(bad_age)} rows with age outside [{min_age}, {max_age}]")
-    if not set(raw["plan"]).issubset(PLANS):
-        problems.append(f"unknown plans {sorted(set(raw['plan']) - set(PLANS))}")
-    if problems:
-        raise ValueError("data contract violated: " + "; ".join(problems))
-    return {"customers": raw}
-
-
 def features(customers: pd.DataFrame, regions: pd.DataFrame, test_size: float, seed: int) -> dict:
     from sklearn.model_selection import train_test_split
 
