@@ -37,6 +37,8 @@ LOG = "service.log"
 WORKER_MODULE = "mlspec.serve.worker"
 RESTART_LIMIT = 5  # crashes of one replica within RESTART_WINDOW: stop restarting it (refresh sees degraded)
 RESTART_WINDOW = 60.0
+#: a unix socket path: the supervisor takes its listening socket over from the one offering it there
+INHERIT_ENV = "MLSPEC_SERVE_INHERIT"
 
 
 # --- shared helpers (both sides) -------------------------------------------------------------------
@@ -65,6 +67,17 @@ def _write_atomic(path: str, data: dict) -> None:
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh)
     os.replace(tmp, path)
+
+
+def _unix_call(fn, path: str):
+    """``fn(path)`` for a unix socket path, from inside its directory: a path may be longer than the 107 bytes
+    an address holds (deep project directories)."""
+    here = os.getcwd()
+    os.chdir(os.path.dirname(path) or ".")
+    try:
+        return fn(os.path.basename(path))
+    finally:
+        os.chdir(here)
 
 
 def read_status(run_dir: str) -> dict | None:
@@ -199,6 +212,9 @@ class Supervisor:
     def bind(self, port) -> str:
         import socket
 
+        inherit = os.environ.get(INHERIT_ENV)
+        if inherit:
+            return self.inherit(inherit, port)
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -210,6 +226,75 @@ class Supervisor:
         s.set_inheritable(True)
         self.sock, self.port = s, s.getsockname()[1]
         return ""
+
+    def inherit(self, path: str, port) -> str:
+        """Take over the listening socket of another supervisor that offers it on the unix socket ``path``
+        (its ``share`` command): both then accept from the one kernel queue, so the other can drain and stop
+        without a refused connection. Used to replace a service's container (mlspec_docker.service)."""
+        import socket
+
+        u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        deadline = time.monotonic() + 30.0
+        try:
+            while True:
+                try:
+                    _unix_call(u.connect, path)
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    if time.monotonic() > deadline:
+                        return f"no supervisor offered its socket on {path} within 30s"
+                    time.sleep(0.02)
+            u.settimeout(30.0)
+            _data, fds, _flags, _addr = socket.recv_fds(u, 16, 4)
+        except OSError as exc:
+            return f"cannot take over the listening socket from {path}: {exc}"
+        finally:
+            u.close()
+        if not fds:
+            return f"the supervisor on {path} sent no socket"
+        for extra in fds[1:]:
+            os.close(extra)
+        s = socket.socket(fileno=fds[0])
+        s.set_inheritable(True)
+        self.sock, self.port = s, s.getsockname()[1]
+        if port and int(port) != self.port:
+            return f"the socket taken over listens on port {self.port}, not {port}"
+        self.log(f"took over the listening socket on port {self.port} from {path}")
+        return ""
+
+    def share(self, msg: dict) -> str:
+        """Offer the listening socket once on the unix socket ``msg["path"]`` (SCM_RIGHTS), acknowledged in
+        status.json as soon as it listens; waits up to ``msg["timeout"]`` seconds for the taker."""
+        import socket
+
+        if self.sock is None:
+            return "this supervisor has no listening socket to share"
+        path = msg["path"]
+        u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            _unix_call(u.bind, path)
+            os.chmod(path, 0o600)
+            u.listen(1)
+            self.last = {"generation": msg.get("generation"), "ok": True, "error": "", "when": round(time.time(), 3)}
+            self.write_status()
+            u.settimeout(float(msg.get("timeout") or 60))
+            conn, _ = u.accept()
+            with conn:
+                socket.send_fds(conn, [b"s"], [self.sock.fileno()])
+            self.log(f"shared the listening socket on port {self.port}")
+            return ""
+        except OSError as exc:
+            return f"cannot share the listening socket on {path}: {exc}"
+        finally:
+            u.close()
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def roll(self, msg: dict) -> str:
         """Start the generation ``msg`` describes, wait until it is ready, then drain and stop the old one."""
@@ -246,6 +331,14 @@ class Supervisor:
         if op == "stop":
             self.log("stop requested")
             return False
+        if op == "share":
+            error = self.share(msg)
+            if error:
+                self.log(error)
+                self.last = {"generation": msg.get("generation"), "ok": False, "error": error,
+                             "when": round(time.time(), 3)}
+                self.write_status()
+            return True
         if op in ("deploy", "update"):
             self.log(f"{op}: generation {msg.get('generation')}, version {msg.get('version')}, "
                      f"{msg.get('replicas')} replica(s)")

@@ -632,6 +632,26 @@ class DockerBackend(Backend):
             problems.append(f"module '{name}' does not import in the image {image}: {err}")
         return problems
 
+    # services: deployments in containers (mlspec_docker.service) ------------------------------------
+    supports_services = True
+
+    def _services(self):
+        from mlspec_docker.service import DockerServices
+
+        return DockerServices(self)
+
+    def deploy_service(self, service):
+        return self._services().deploy(service)
+
+    def update_service(self, record, service):
+        return self._services().update(record, service)
+
+    def service_status(self, record):
+        return self._services().status(record)
+
+    def remove_service(self, record) -> None:
+        self._services().remove(record)
+
     def health(self) -> str:
         try:
             info = self.info()
