@@ -157,6 +157,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="move a protected alias to a version that never held it (or to a rejected one), saying why")
     _overrides(q)
 
+    p = sub.add_parser("refresh", parents=[common],
+                       help="observe the recorded deployments (running, gone, unhealthy) and record what was seen")
+    p.add_argument("address", nargs="*", metavar="ADDR", help="deployment.NAME or NAME (default: every deployment)")
+    add_format_option(p, "refresh")
+    _overrides(p)
+    p = sub.add_parser("rollback", parents=[common],
+                       help="roll a deployment back to the version it served before (a rolling update, recorded)")
+    p.add_argument("deployment", metavar="DEPLOYMENT", help="deployment.NAME or NAME")
+    p.add_argument("--to", type=int, default=None, metavar="VERSION",
+                   help="this model version (default: the version served before the current one)")
+    p.add_argument("--reason", default="", metavar="TEXT", help="why (recorded in the deployment's history)")
+    _overrides(p)
+    p = sub.add_parser("destroy", parents=[common],
+                       help="stop deployments: show the deletions, ask, leave no process and no open port")
+    p.add_argument("address", nargs="*", metavar="ADDR", help="deployment.NAME or NAME (default: every deployment)")
+    p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+    _overrides(p)
+    p = sub.add_parser("deployments", parents=[common], help="the deployments: what is recorded and what runs")
+    ds = p.add_subparsers(dest="deployments_command", metavar="SUBCOMMAND")
+    q = ds.add_parser("list", parents=[common], help="list deployments: model, version, URL and live state")
+    add_format_option(q, "deployments list")
+    _overrides(q)
+
     p = sub.add_parser("logs", parents=[common], help="print a step's log from its last run")
     p.add_argument("address")
     _overrides(p)
@@ -222,9 +245,99 @@ def build_parser() -> argparse.ArgumentParser:
     add_format_option(p, "checkout")
     _overrides(p)
 
+    p = sub.add_parser("data", parents=[common], help="data contracts: check data against them, draft one from data")
+    ds_ = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    q = ds_.add_parser("check", parents=[common], help="check datasets and step outputs against their contracts")
+    q.add_argument("addresses", nargs="*", metavar="ADDR",
+                   help="dataset.NAME or step.NAME.OUTPUT (default: everything that declares a contract)")
+    q.add_argument("--no-cache", action="store_true", help="check again even if this data passed before")
+    add_format_option(q, "data check")
+    _overrides(q)
+    q = ds_.add_parser("infer", parents=[common], help="draft a contract from the data, for review")
+    q.add_argument("address", metavar="ADDR", help="dataset.NAME or step.NAME.OUTPUT")
+    q.add_argument("-o", "--out", default=None, metavar="FILE", help="write the draft to FILE (default: stdout)")
+    _overrides(q)
+
+    p = sub.add_parser("monitor", parents=[common],
+                       help="compare a deployment's recent inputs with reference data: drift report (text, JSON, HTML)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="monitors to evaluate (default: all)")
+    p.add_argument("--current", default=None, metavar="PATH",
+                   help="compare this file (csv/parquet) instead of the deployment's request log")
+    p.add_argument("--reports", default=None, metavar="DIR", help="where to write NAME.json and NAME.html "
+                   "(default: .mlspec/reports/monitors)")
+    add_format_option(p, "monitor")
+    _overrides(p)
+
+    p = sub.add_parser("diff", parents=[common], help="what changed in the composed spec between two git revisions")
+    p.add_argument("--base", default=None, metavar="REV",
+                   help="the revision to compare with (default: the merge-base of HEAD with the default branch)")
+    p.add_argument("--head", default=None, metavar="REV", help="the revision to compare (default: the working tree)")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                   help="output format: text, json, markdown (default text)")
+    p.add_argument("--exit-code", action="store_true", help="exit 2 when the spec changed, 0 when not")
+    _spec_opts(p)
+
+    p = sub.add_parser("review", parents=[common],
+                       help="one pull-request comment: spec diff, plan, gates and metrics against the base")
+    p.add_argument("--base", default=None, metavar="REV",
+                   help="the base revision of the spec diff (default: the merge-base with the default branch)")
+    p.add_argument("--base-workspace", default=None, metavar="NAME",
+                   help="the workspace whose state the metrics are compared with (default: the one this "
+                        "workspace was made from, else the spec's storage.workspace)")
+    p.add_argument("--format", choices=("markdown", "text", "json"), default="markdown",
+                   help="output format: markdown (the comment), text, json (default markdown)")
+    p.add_argument("--plan", default=None, metavar="FILE",
+                   help="show this saved plan (`plan -o FILE`, e.g. the one an apply just ran) instead of planning now")
+    p.add_argument("-o", "--out", default=None, metavar="FILE", help="also write the comment to FILE")
+    p.add_argument("--no-preflight", action="store_true", help="skip backend preflight checks")
+    _spec_opts(p)
+
+    p = sub.add_parser("workspace", parents=[common], help="list, create and delete state workspaces")
+    ws = p.add_subparsers(dest="workspace_command", metavar="SUBCOMMAND")
+    q = ws.add_parser("list", parents=[common], help="list the workspaces of the state store")
+    q.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    _overrides(q)
+    q = ws.add_parser("new", parents=[common], help="create a workspace, optionally from another one's state")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--from", dest="from_ws", default=None, metavar="WS",
+                   help="start from this workspace's current state (its results are re-used, nothing re-runs)")
+    q.add_argument("--exist-ok", action="store_true", help="do nothing (exit 0) if NAME exists already")
+    _overrides(q)
+    q = ws.add_parser("delete", parents=[common], help="delete a workspace's state (its artifacts stay)")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--missing-ok", action="store_true", help="exit 0 if NAME does not exist")
+    _overrides(q)
+
+    p = sub.add_parser("fmt", parents=[common], help="rewrite spec files in the canonical key order and style")
+    p.add_argument("paths", nargs="*", metavar="FILE",
+                   help="spec files or directories (default: the root spec and its config group files)")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 listing the files fmt would change")
+    p.add_argument("--diff", action="store_true", help="print what would change as a unified diff")
+
     p = sub.add_parser("backends", parents=[common], help="list installed backends and check the configured one")
     add_format_option(p, "backends")
     _overrides(p)
+
+    p = sub.add_parser("triggers", parents=[common], help="which retraining triggers fire now, and why")
+    ts = p.add_subparsers(dest="triggers_command", metavar="SUBCOMMAND")
+    q = ts.add_parser("check", parents=[common], help="evaluate every trigger (or NAME...) at the clock; writes nothing")
+    q.add_argument("names", nargs="*", metavar="NAME", help="only these triggers")
+    q.add_argument("--now", default=None, metavar="TIME",
+                   help="evaluate at TIME (epoch seconds or ISO 8601, UTC unless it says) instead of the clock")
+    q.add_argument("--detailed-exitcode", action="store_true", help="exit 0 none fires, 1 error, 2 some fire")
+    add_format_option(q, "triggers check")
+    _spec_opts(q)
+
+    p = sub.add_parser("reconcile", parents=[common],
+                       help="refresh deployments, evaluate triggers, apply what fired (for a CI cron)")
+    p.add_argument("--now", default=None, metavar="TIME",
+                   help="evaluate the triggers at TIME (epoch seconds or ISO 8601) instead of the clock")
+    p.add_argument("--dry-run", action="store_true", help="print the decisions and the plan; apply nothing")
+    p.add_argument("--lock-timeout", default="0s", metavar="DURATION",
+                   help="wait this long for the state lock; default: exit 4 at once if it is held")
+    p.add_argument("--parallelism", type=int, default=None, metavar="N", help="run at most N steps at once")
+    p.add_argument("--no-preflight", action="store_true", help="skip backend preflight checks")
+    _spec_opts(p)
     return parser
 
 
@@ -244,7 +357,8 @@ def _plan_opts(p: argparse.ArgumentParser, *, formats: bool = True) -> None:
 
 def _subparser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
     """The parser of the (sub)command the arguments chose: its name is the one to ask for --help."""
-    for attr in ("command", "state_command", "models_command", "runs_command", "metrics_command", "plots_command", "artifacts_command"):
+    # "command", then the chosen command's own "<name>_command" (argparse sets only the chosen ones)
+    for attr in ["command"] + sorted(a for a in vars(args) if a.endswith("_command") and a != "command"):
         name = getattr(args, attr, None)
         subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         if not name or not subs or name not in subs[0].choices:
@@ -262,6 +376,10 @@ COMMANDS = {
     "show": "mlspec.commands.plan:run_show",
     "state": "mlspec.commands.state",
     "models": "mlspec.commands.models",
+    "refresh": "mlspec.commands.deployments:run_refresh",
+    "rollback": "mlspec.commands.deployments:run_rollback",
+    "destroy": "mlspec.commands.deployments:run_destroy",
+    "deployments": "mlspec.commands.deployments:run_deployments",
     "logs": "mlspec.commands.records:run_logs",
     "runs": "mlspec.commands.records:run_runs",
     "lineage": "mlspec.commands.records:run_lineage",
@@ -270,6 +388,14 @@ COMMANDS = {
     "artifacts": "mlspec.commands.artifacts:run",
     "backends": "mlspec.commands.backends",
     "checkout": "mlspec.commands.checkout",
+    "triggers": "mlspec.commands.triggers",
+    "reconcile": "mlspec.commands.reconcile",
+    "data": "mlspec.commands.data",
+    "monitor": "mlspec.commands.monitor",
+    "diff": "mlspec.commands.diff",
+    "review": "mlspec.commands.review",
+    "workspace": "mlspec.commands.workspace",
+    "fmt": "mlspec.commands.fmt",
 }
 
 
@@ -318,9 +444,13 @@ def _main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     for cmd, attr, choices in (("state", "state_command", "list, show, rm, pull, push, restore, unlock, history"),
                                ("models", "models_command", "list, show, history, promote, rollback"),
+                               ("deployments", "deployments_command", "list"),
                                ("runs", "runs_command", "list, show"), ("metrics", "metrics_command", "show, diff"),
                                ("plots", "plots_command", "show, diff"),
-                               ("artifacts", "artifacts_command", "get, verify")):
+                               ("artifacts", "artifacts_command", "get, verify"),
+                               ("triggers", "triggers_command", "check"),
+                               ("data", "data_command", "check, infer"),
+                               ("workspace", "workspace_command", "list, new, delete")):
         if args.command == cmd and not getattr(args, attr, None):
             print(f"Error: `mlspec {cmd}` needs a subcommand: {choices} (see mlspec {cmd} --help)", file=sys.stderr)
             return EXIT_ERROR
@@ -331,6 +461,10 @@ def _main(argv: list[str] | None = None) -> int:
         words = args.address
         args.address = [w for w in words if "=" not in w.split("[", 1)[0]]
         args.overrides = list(getattr(args, "overrides", []) or []) + [w for w in words if w not in args.address]
+    if isinstance(getattr(args, "names", None), list):  # `triggers check NAME... key=value`: likewise
+        words = args.names
+        args.names = [w for w in words if "=" not in w and not w.startswith(("~", "+"))]
+        args.overrides = list(getattr(args, "overrides", []) or []) + [w for w in words if w not in args.names]
     console = Console(color=False if args.no_color else None)
     if args.project_dir not in (".", ""):
         # like `git -C`: every relative path (spec, -o FILE, plan files) is relative to DIR

@@ -56,6 +56,8 @@ class Plan:
                 s["checkout"] += 1
             elif c.kind == "model" and c.verdict is Verdict.NONE:  # only a pinned alias moves
                 s["move"] = s.get("move", 0) + 1
+            elif c.kind == "deployment":  # a service to start or roll out is not a run
+                s["deploy"] = s.get("deploy", 0) + 1
             elif c.kind == "model":  # a version to register is not a run
                 s["register"] = s.get("register", 0) + 1
             elif c.verdict is Verdict.UNKNOWN:
@@ -124,8 +126,9 @@ def make_plan(spec: Spec, state: State, facts: Facts, *, targets: Iterable[str] 
                 changes.append(ch)
     notes = []
     managed = {k.name for k in kinds() if k.managed}
-    later = [name for name, v in (("models", spec.models), ("deployments", spec.deployments),
-                                  ("monitors", spec.monitors), ("triggers", spec.triggers))
+    # monitors and triggers are not planned: `mlspec monitor`, `mlspec triggers check` and `mlspec reconcile`
+    # evaluate and act on them (docs/triggers.md)
+    later = [name for name, v in (("models", spec.models), ("deployments", spec.deployments))
              if v and name[:-1] not in managed]
     if later:
         notes.append(f"{', '.join(later)} are validated but not yet managed by plan/apply in this release")

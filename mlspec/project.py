@@ -15,7 +15,7 @@ from mlspec.fingerprint import Facts
 from mlspec.graph import StepInstance, expand
 from mlspec.hashing import HashCache
 from mlspec.load import load_spec
-from mlspec.lock import StateLock
+from mlspec.lock import StateLock, lease_seconds
 from mlspec.plan import Plan, make_plan, select
 from mlspec.spec import Spec
 from mlspec.state import State, StateStore
@@ -40,7 +40,8 @@ class Project:
         st = spec.storage
         loc = Location(st.state, st.options, spec.project_dir)
         return cls(spec=spec, overrides=tuple(overrides), spec_file=spec_file, state_loc=loc,
-                   store=StateStore(loc, st.workspace), lock=StateLock(loc, st.workspace),
+                   store=StateStore(loc, st.workspace),
+                   lock=StateLock(loc, st.workspace, None if loc.local else lease_seconds(st.lock_lease)),
                    artifacts=ArtifactStore(st.artifacts, st.options, spec.project_dir),
                    cache=HashCache(spec.project_dir / ".mlspec" / "cache" / "hashes.json"))
 

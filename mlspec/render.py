@@ -32,6 +32,8 @@ def summary_line(plan: dict) -> str:
     checkout = f", {s['checkout']} to check out" if s.get("checkout") else ""
     if s.get("register"):
         checkout += f", {s['register']} model version{'s' if s['register'] > 1 else ''} to register"
+    if s.get("deploy"):
+        checkout += f", {s['deploy']} deployment{'s' if s['deploy'] > 1 else ''} to roll out"
     if s.get("move"):
         checkout += f", {s['move']} model{'s' if s['move'] > 1 else ''} with a pinned alias to move"
     return (f"Plan: {run}, {s['restore']} to restore from cache{checkout}, {s['read']} to read, "

@@ -561,6 +561,12 @@ class _Checker:
                 if r and r[0] == "step" and not r[2]:
                     self.err(base + ("reference",), "bad-reference",
                              f"'{mon.get('reference')}' must name a step output: step.{r[1]}.OUTPUT")
+            labels = mon.get("labels")
+            if isinstance(labels, dict) and "from" in labels:
+                r = self.check_ref(base + ("labels", "from"), labels.get("from"), ("dataset", "step"))
+                if r and r[0] == "step" and not r[2]:
+                    self.err(base + ("labels", "from"), "bad-reference",
+                             f"'{labels.get('from')}' must name a step output: step.{r[1]}.OUTPUT")
             if "schedule" in mon:
                 msg = cron_error(mon.get("schedule"))
                 if msg:

@@ -29,6 +29,7 @@ class Storage:
     workspace: str = "default"
     options: Mapping = field(default_factory=dict)
     link: tuple = ("reflink", "copy")  # how outputs with a path are put in the project, tried in order
+    lock_lease: str | float | None = None  # the lease of a lock on an object store (mlspec.lock); None: 60 s
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class OutputOpts:
     type: str = "file"  # "file" or "dir"
     format: str = ""  # '' chooses from the returned value
     save_args: Mapping = field(default_factory=dict)
+    contract: Mapping | None = None  # checked when the step finishes (mlspec.contracts)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "type": self.type, "format": self.format, "save_args": dict(self.save_args)}
@@ -150,7 +152,8 @@ def output_opts(decl) -> tuple[tuple, dict]:
             continue
         path = str(o.get("path") or "")
         kind = o.get("type") or ("dir" if path.endswith("/") else "file")
-        opts[name] = OutputOpts(path.rstrip("/"), kind, str(o.get("format") or ""), dict(o.get("save_args") or {}))
+        opts[name] = OutputOpts(path.rstrip("/"), kind, str(o.get("format") or ""), dict(o.get("save_args") or {}),
+                                o.get("contract") or None)
     return tuple(decl), opts
 
 
@@ -190,6 +193,20 @@ class Deployment:
     replicas: int = 1
     health: Mapping = field(default_factory=dict)
     description: str = ""
+    token: "Secret | None" = field(default=None, repr=False)  # the bearer token (a secret; never stored)
+    drain: float = 10.0  # seconds a replica being replaced may take to finish its requests
+    log: Mapping | None = field(default_factory=dict)  # request log settings; None: no request log
+    limits: Mapping = field(default_factory=dict)  # max_body_bytes
+    ready_timeout: float = 300.0  # seconds a replica may take to load and answer ready
+
+    @property
+    def model_name(self) -> str:
+        return self.model.split("@", 1)[0]
+
+    @property
+    def model_ref(self) -> str:
+        """The alias (``production``) or the version number (``"3"``) after the ``@``."""
+        return self.model.split("@", 1)[1]
 
 
 @dataclass(frozen=True)
@@ -197,12 +214,14 @@ class Monitor:
     name: str
     deployment: str
     reference: str
-    method: str
-    threshold: float
+    method: str = "auto"
+    threshold: float | None = None  # None: the method's default (mlspec.drift.DEFAULT_THRESHOLD)
     features: tuple = ()
     schedule: str = ""
-    window: int | None = None
+    window: int | str | None = None  # newest N rows, or a duration ("24h")
     description: str = ""
+    target: str = ""  # the reference's label column: prediction drift
+    labels: Mapping = field(default_factory=dict)  # {from, key, target}: performance
 
 
 @dataclass(frozen=True)
@@ -213,6 +232,7 @@ class Trigger:
     monitor: str = ""
     apply: tuple = ()
     description: str = ""
+    cooldown: str | float = ""  # a duration: inside it, a trigger whose condition holds does not fire
 
 
 @dataclass(frozen=True)
@@ -256,6 +276,26 @@ def _backend(name: str, data: Mapping) -> BackendConfig:
     return BackendConfig(name, str(data.get("type", "local")), str(data.get("location", "local")), settings)
 
 
+def _deployment(name: str, d: Mapping) -> Deployment:
+    log = d.get("log", True)
+    if log is False:
+        log_settings = None
+    else:
+        log = log if isinstance(log, dict) else {}
+        log_settings = {"max_bytes": parse_size(log["max_bytes"]) if log.get("max_bytes") is not None else 64 << 20,
+                        "flush_rows": int(log.get("flush_rows", 1000)),
+                        "flush_seconds": parse_duration(log["flush_seconds"]) if log.get("flush_seconds") is not None
+                        else 2.0}
+    limits = d.get("limits") or {}
+    return Deployment(name, d["model"], d.get("backend", ""), d.get("port"), int(d.get("replicas", 1)),
+                      dict(d.get("health") or {}), d.get("description", ""),
+                      Secret(str(d["token"])) if d.get("token") is not None else None,
+                      parse_duration(d["drain"]) if d.get("drain") is not None else 10.0, log_settings,
+                      {"max_body_bytes": parse_size(limits["max_body_bytes"]) if limits.get("max_body_bytes")
+                       is not None else 1 << 20},
+                      parse_duration(d["ready_timeout"]) if d.get("ready_timeout") is not None else 300.0)
+
+
 def _plot(output: str, p: Mapping) -> Plot:
     y = p.get("y") or ()
     return Plot(output, p.get("x", ""), (y,) if isinstance(y, str) else tuple(y), p.get("template", "line"),
@@ -278,7 +318,7 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
     st = data.get("storage") or {}
     storage = Storage(st.get("state", ".mlspec/state"), st.get("artifacts", ".mlspec/artifacts"),
                       st.get("workspace", "default"), dict(st.get("options") or {}),
-                      tuple(st.get("link") or ("reflink", "copy")))
+                      tuple(st.get("link") or ("reflink", "copy")), st.get("lock_lease"))
     steps = {}
     for name, s in (data.get("steps") or {}).items():
         params, secret_params = {}, set()
@@ -320,15 +360,15 @@ def build_spec(data: Mapping, *, project_dir: Path, spec_file: Path, sensitive: 
                        dict(m.get("promote") or {}), m.get("description", ""), m.get("on_fail", "fail"),
                        {str(a): int(v) for a, v in (m.get("pin") or {}).items()})
               for n, m in (data.get("models") or {}).items()}
-    deployments = {n: Deployment(n, d["model"], d.get("backend", ""), d.get("port"), int(d.get("replicas", 1)),
-                                 dict(d.get("health") or {}), d.get("description", ""))
-                   for n, d in (data.get("deployments") or {}).items()}
-    monitors = {n: Monitor(n, m["deployment"], m["reference"], m["method"], float(m["threshold"]),
+    deployments = {n: _deployment(n, d) for n, d in (data.get("deployments") or {}).items()}
+    monitors = {n: Monitor(n, m["deployment"], m["reference"], m.get("method", "auto"),
+                           float(m["threshold"]) if m.get("threshold") is not None else None,
                            tuple(m.get("features") or ()), m.get("schedule", ""), m.get("window"),
-                           m.get("description", ""))
+                           m.get("description", ""), m.get("target", ""), dict(m.get("labels") or {}))
                 for n, m in (data.get("monitors") or {}).items()}
     triggers = {n: Trigger(n, t.get("schedule", ""), t.get("dataset", ""), t.get("monitor", ""),
-                           tuple(t.get("apply") or ()), t.get("description", ""))
+                           tuple(t.get("apply") or ()), t.get("description", ""),
+                           t.get("cooldown", ""))
                 for n, t in (data.get("triggers") or {}).items()}
     return Spec(
         project=data["project"], project_dir=project_dir, spec_file=spec_file,

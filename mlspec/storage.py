@@ -164,6 +164,12 @@ class _GuardedFile:
             return self._fh.__exit__(*exc)
 
 
+def hash_tag(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.md5(data).hexdigest()  # noqa: S324  (a change tag, not security)
+
+
 def is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
@@ -303,6 +309,62 @@ class Location:
                     raise
         except FileExistsError:
             return False
+
+    # --- compare-and-swap, for the lease of a lock on an object store (mlspec.lock) ----------------------
+    def _s3(self):
+        """The s3fs filesystem under this location, or None when it is not S3 (or S3-compatible)."""
+        if self.local:
+            return None
+        fs = self.fs._fs
+        return fs if type(fs).__name__ == "S3FileSystem" else None
+
+    def read_tagged(self, name: str) -> tuple[bytes | None, str | None]:
+        """``name``'s bytes and a tag that changes with every write (the ETag on S3), read in one request;
+        (None, None) when it does not exist."""
+        s3 = self._s3()
+        if s3 is None:
+            data = self.read_bytes(name)
+            return data, (None if data is None else hash_tag(data))
+        from fsspec.asyn import sync
+
+        bucket, key, _ = s3.split_path(self.join(name))
+
+        async def get():
+            resp = await s3._call_s3("get_object", Bucket=bucket, Key=key)
+            try:
+                return await resp["Body"].read(), resp.get("ETag")
+            finally:
+                resp["Body"].close()
+
+        try:
+            with self._guard(name, "read"):
+                return sync(s3.loop, get)
+        except FileNotFoundError:
+            return None, None
+
+    def replace_if_match(self, name: str, data: bytes, tag: str) -> str | None:
+        """Write ``name`` only if it still has ``tag`` (S3: a conditional PUT, If-Match); the new tag, or None
+        when someone else wrote it first. Stores without conditional writes compare and write in two steps."""
+        s3 = self._s3()
+        if s3 is None:
+            _, cur = self.read_tagged(name)
+            if cur != tag:
+                return None
+            self.write_bytes(name, data)
+            return hash_tag(data)
+        bucket, key, _ = s3.split_path(self.join(name))
+        try:
+            with self._guard(name, "write"):
+                try:
+                    resp = s3.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=tag)
+                except (OSError, ValueError) as exc:
+                    if any(w in str(exc) for w in ("PreconditionFailed", "412", "ConditionalRequestConflict",
+                                                   "409")):
+                        return None
+                    raise
+        except FileNotFoundError:
+            return None
+        return resp.get("ETag") or ""
 
     def delete(self, name: str) -> None:
         path = self.join(name)

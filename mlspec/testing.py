@@ -383,3 +383,206 @@ class BackendConformance:
 
 __all__ = ["BackendConformance", "make_payload", "make_task", "write_project", "process_alive", "wait_until",
            "big_bytes", "result_of", "STEPS_MODULE", "STEPS_SOURCE"]
+
+
+# --- services (backend API 2) --------------------------------------------------------------------------
+def make_model_artifact(store: ArtifactStore, version: int = 1) -> tuple[dict, dict]:
+    """A small scikit-learn model stored as skops in ``store``: (artifact {"hash", "format"}, signature). Version
+    1 predicts ``x1 > 0``, version 2 the opposite, so a client can tell which version answered."""
+    import io
+
+    import numpy as np
+    import pandas as pd
+    import skops.io
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(version)
+    x = pd.DataFrame({"x1": rng.normal(size=200), "x2": rng.normal(size=200)})
+    y = (x["x1"] > 0).astype("int64")
+    model = LogisticRegression().fit(x, y if version % 2 else 1 - y)
+    buf = io.BytesIO()
+    skops.io.dump(model, buf)
+    digest, _size = store.put_bytes(buf.getvalue())
+    signature = {"from": "conformance", "step": "conformance", "target_known": True,
+                 "inputs": [{"name": "x1", "dtype": "float64"}, {"name": "x2", "dtype": "float64"}],
+                 "output": {"name": "y", "dtype": "int64"}}
+    return {"hash": digest, "format": "skops"}, signature
+
+
+def make_service(ctx: Context, artifact: Mapping, signature: Mapping, version: int, *, name: str = "conformance",
+                 port: int | None = None, replicas: int = 1, drain_seconds: float = 5.0):
+    """A Service as the deployment kind builds one (see mlspec.kinds.deployment.DeploymentKind.service)."""
+    from mlspec.backends.api import Service
+
+    config = {"deployment": name, "model": "conf-model", "version": version, "artifact": dict(artifact),
+              "store": {"url": ctx.artifacts_url, "options_env": None}, "signature": dict(signature), "log": None,
+              "limits": {"max_body_bytes": 1 << 20}, "token_env": None, "drain_seconds": drain_seconds}
+    return Service(f"deployment.{name}", name, "conformance", "conf-model", version, config, port, replicas,
+                   drain_seconds, 120.0, {})
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(port: int, method: str, path: str, body=None, timeout: float = 10.0) -> tuple[int, dict]:
+    """One request on a new connection to 127.0.0.1:PORT; (status, JSON body)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, json.loads(data) if data else {}
+    finally:
+        conn.close()
+
+
+class ServiceConformance:
+    """What a backend that serves models (``supports_services``) must do: the service part of the suite.
+
+    Subclass it with a ``service_backend`` fixture that yields a started backend built with the suite's
+    ``service_context``, and implement :meth:`kill_service` (kill a recorded service's processes by hand,
+    the way an operator or a crash would)::
+
+        class TestMyServices(ServiceConformance):
+            @pytest.fixture
+            def service_backend(self, service_context):
+                b = MyBackend({"type": "mine"}, service_context)
+                b.start()
+                yield b
+                b.close()
+
+            def kill_service(self, record):
+                ...
+
+    It checks: create (ready when deploy_service returns) and health, predictions over HTTP, a rolling
+    update under a looping client with no failed request, N replicas, status after the service was killed
+    (``gone``), and remove (no process answers, the port is closed; removing again is no error).
+    """
+
+    @pytest.fixture
+    def service_context(self, tmp_path) -> Context:
+        project = tmp_path / "project"
+        project.mkdir()
+        return Context(project_dir=project, artifacts_url=str(tmp_path / "artifacts"), artifacts_options={},
+                       code_paths=(str(project),))
+
+    @pytest.fixture
+    def models(self, service_context) -> dict:
+        store = ArtifactStore(service_context.artifacts_url)
+        return {v: make_model_artifact(store, v) for v in (1, 2)}
+
+    @pytest.fixture
+    def service_backend(self, service_context):  # pragma: no cover - subclasses provide it
+        pytest.fail(f"{type(self).__name__} must override the `service_backend` fixture")
+
+    @pytest.fixture
+    def deployed(self, service_backend, service_context, models):
+        """A service of version 1 on a free port; removed at the end whatever happens."""
+        records = []
+        svc = make_service(service_context, *models[1], 1, port=free_port())
+        records.append(service_backend.deploy_service(svc))
+        yield service_backend, svc, records
+        for rec in reversed(records):
+            try:
+                service_backend.remove_service(rec)
+            except Exception:  # noqa: BLE001 - teardown: the test already failed if it matters
+                pass
+
+    def kill_service(self, record: Mapping) -> None:  # pragma: no cover - subclasses provide it
+        pytest.fail(f"{type(self).__name__} must implement kill_service(record)")
+
+    @staticmethod
+    def predict(port: int, x1: float) -> tuple[int, dict]:
+        return http_json(port, "POST", "/v2/models/conf-model/infer", {"inputs": [
+            {"name": "x1", "datatype": "FP64", "shape": [1], "data": [x1]},
+            {"name": "x2", "datatype": "FP64", "shape": [1], "data": [0.0]}]})
+
+    def test_backend_says_it_serves(self, service_backend):
+        assert service_backend.supports_services is True
+        assert service_backend.describe()["api_version"] >= 2 and service_backend.describe()["services"] is True
+
+    def test_create_health_predict(self, deployed):
+        backend, svc, records = deployed
+        rec = records[0]
+        port = rec["port"]
+        assert port == svc.port
+        assert http_json(port, "GET", "/v2/health/ready")[0] == 200  # ready when deploy_service returned
+        status, body = self.predict(port, 3.0)
+        assert status == 200 and body["outputs"][0]["data"] == [1] and body["model_version"] == "1", body
+        st = backend.service_status(rec)
+        assert st.state == "running" and st.version == 1 and st.port == port, st
+        assert json.loads(json.dumps(rec)) == rec  # the record is plain JSON (it goes to the state)
+
+    def test_rolling_update_loses_no_request(self, deployed, models):
+        import threading
+
+        backend, svc, records = deployed
+        port = records[0]["port"]
+        failures, versions, stop = [], [], threading.Event()
+
+        def loop():
+            while not stop.is_set():
+                try:
+                    status, body = self.predict(port, 3.0)
+                except OSError as exc:
+                    failures.append(repr(exc))
+                    continue
+                if status != 200:
+                    failures.append((status, body))
+                elif not versions or versions[-1] != body.get("model_version"):
+                    versions.append(body.get("model_version"))
+
+        client = threading.Thread(target=loop, daemon=True)
+        client.start()
+        time.sleep(0.3)
+        new = make_service(ctx_of(svc), *models[2], 2, port=svc.port)
+        rec2 = backend.update_service(records[0], new)
+        records.append(rec2)
+        time.sleep(0.3)
+        stop.set()
+        client.join(30)
+        assert failures == [], failures[:5]
+        assert versions[0] == "1" and versions[-1] == "2", versions
+        assert rec2["port"] == port and self.predict(port, 3.0)[1]["outputs"][0]["data"] == [0]
+        assert backend.service_status(rec2).version == 2
+
+    def test_replicas(self, service_backend, service_context, models):
+        svc = make_service(service_context, *models[1], 1, name="replicated", port=free_port(), replicas=2)
+        rec = service_backend.deploy_service(svc)
+        try:
+            st = service_backend.service_status(rec)
+            assert st.state == "running" and len(st.replicas) == 2, st
+            assert len({r["pid"] for r in st.replicas}) == 2
+        finally:
+            service_backend.remove_service(rec)
+
+    def test_status_after_a_kill_and_remove(self, deployed):
+        backend, svc, records = deployed
+        rec = records[0]
+        self.kill_service(rec)
+        assert wait_until(lambda: backend.service_status(rec).state == "gone", 15), backend.service_status(rec)
+        backend.remove_service(rec)  # removing a gone service is no error, and cleans up after it
+
+    def test_remove_leaves_no_port(self, deployed):
+        import socket
+
+        backend, svc, records = deployed
+        rec = records.pop()
+        backend.remove_service(rec)
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", rec["port"])) != 0, "the port still accepts connections"
+        assert backend.service_status(rec).state == "gone"
+        backend.remove_service(rec)  # twice: no error
+
+
+def ctx_of(svc) -> Context:
+    """The context a service was made with (its store URL is in the worker config)."""
+    return Context(project_dir=Path("."), artifacts_url=svc.config["store"]["url"])

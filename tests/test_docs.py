@@ -73,6 +73,27 @@ def test_console_blocks_run(doc: Path, tmp_path: Path):
     env = dict(os.environ, NO_COLOR="1")
     env.pop("RAY_ADDRESS", None)
     where = doc.relative_to(REPO).as_posix()
+    try:
+        _run_console_commands(doc, root, cwd, env, where)
+    finally:
+        _stop_services(root)
+
+
+def _stop_services(root: Path) -> None:
+    """The churn example deploys `churn-api`: kill every service supervisor the commands left running (by the
+    pids their run directories record), so that the next doc's apply finds the port free."""
+    import json
+    import signal
+
+    for status in root.rglob(".mlspec/services/*/*/status.json"):
+        try:
+            pid = json.loads(status.read_text())["pid"]
+            os.killpg(pid, signal.SIGKILL)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+
+def _run_console_commands(doc: Path, root: Path, cwd: Path, env: dict, where: str) -> None:
     for lineno, text in console_commands(doc):
         m = EXIT_RE.search(text)
         expected = int(m.group(1)) if m else 0

@@ -331,3 +331,26 @@ class LocalBackend(Backend):
 
     def health(self) -> str:
         return f"ok: {self.capacity()} parallel steps on {os.cpu_count()} CPUs"
+
+    # services: a supervisor process per deployment (mlspec.backends.local_service) ----------------------
+    supports_services = True
+
+    def deploy_service(self, service):
+        from mlspec.backends import local_service
+
+        return local_service.deploy(self.context.project_dir, service, self.settings.get("python"))
+
+    def update_service(self, record, service):
+        from mlspec.backends import local_service
+
+        return local_service.update(self.context.project_dir, record, service, self.settings.get("python"))
+
+    def service_status(self, record):
+        from mlspec.backends import local_service
+
+        return local_service.status(record)
+
+    def remove_service(self, record) -> None:
+        from mlspec.backends import local_service
+
+        local_service.remove(record)

@@ -83,13 +83,20 @@ class ReasonCode(str, enum.Enum):
     ALIAS_KEPT = "alias_kept"  # the alias stays where it is (gates fail, or not better)
     ALIAS_HELD_BY_HAND = "alias_held_by_hand"  # a hand promote/rollback holds the alias
     ALIAS_PINNED = "alias_pinned"  # the spec pins the alias to a version the registry does not have it on
+    SERVE_VERSION = "serve_version"  # a deployment serves another model version (a rolling update)
+    SERVE_UNKNOWN = "serve_unknown"  # the version a deployment will serve is known after apply
+    SERVICE_GONE = "service_gone"  # refresh found the service's processes gone: recreate
+    SERVICE_UNHEALTHY = "service_unhealthy"  # refresh found it running but not answering ready: replace
+    SERVICE_DEGRADED = "service_degraded"  # refresh found fewer replicas than asked: roll out again
+    SERVICE_DRIFT = "service_drift"  # refresh found it serving another version than recorded: roll out again
+    SERVE_HELD = "serve_held"  # `mlspec rollback` holds the deployment on a version until the model moves
 
 
 # reasons whose JSON carries the value before / after the change
-_WITH_BEFORE = {ReasonCode.ALIAS_MOVED, ReasonCode.ALIAS_PINNED, ReasonCode.GATE_PASSED, ReasonCode.GATE_FAILED, ReasonCode.PARAM_CHANGED, ReasonCode.PARAM_REMOVED, ReasonCode.DEFINITION_CHANGED,
+_WITH_BEFORE = {ReasonCode.SERVE_VERSION, ReasonCode.SERVICE_DRIFT, ReasonCode.ALIAS_MOVED, ReasonCode.ALIAS_PINNED, ReasonCode.GATE_PASSED, ReasonCode.GATE_FAILED, ReasonCode.PARAM_CHANGED, ReasonCode.PARAM_REMOVED, ReasonCode.DEFINITION_CHANGED,
                 ReasonCode.DATA_CHANGED, ReasonCode.INPUT_REWIRED, ReasonCode.CHANGED,
                 ReasonCode.FILE_KEY_CHANGED, ReasonCode.FILE_KEY_REMOVED}
-_WITH_AFTER = {ReasonCode.MODEL_VERSION_NEW, ReasonCode.ALIAS_MOVED, ReasonCode.ALIAS_PINNED, ReasonCode.GATE_PASSED,
+_WITH_AFTER = {ReasonCode.SERVE_VERSION, ReasonCode.SERVICE_DRIFT, ReasonCode.MODEL_VERSION_NEW, ReasonCode.ALIAS_MOVED, ReasonCode.ALIAS_PINNED, ReasonCode.GATE_PASSED,
                ReasonCode.GATE_FAILED, ReasonCode.PARAM_CHANGED, ReasonCode.PARAM_ADDED, ReasonCode.DEFINITION_CHANGED,
                ReasonCode.DATA_CHANGED, ReasonCode.INPUT_REWIRED, ReasonCode.CHANGED,
                ReasonCode.FILE_KEY_CHANGED, ReasonCode.FILE_KEY_ADDED}
@@ -148,6 +155,13 @@ _TEXTS = {  # every ReasonCode's message (tests/test_core_types.py checks that e
     ReasonCode.ALIAS_KEPT: "alias {p}",
     ReasonCode.ALIAS_HELD_BY_HAND: "alias {p}",
     ReasonCode.ALIAS_PINNED: "alias {p}: {before} -> {after} (pinned by the spec)",
+    ReasonCode.SERVE_VERSION: "{p}: version {before} -> {after} (rolling update)",
+    ReasonCode.SERVE_UNKNOWN: "{p}",
+    ReasonCode.SERVICE_GONE: "not running: {p}",
+    ReasonCode.SERVICE_UNHEALTHY: "unhealthy: {p}",
+    ReasonCode.SERVICE_DEGRADED: "degraded: {p}",
+    ReasonCode.SERVICE_DRIFT: "serves version {before}, the state records {after}",
+    ReasonCode.SERVE_HELD: "{p}",
 }
 
 
@@ -173,7 +187,8 @@ class Reason:
             alias = self.path.split(" ")[2] if self.before is not None and len(self.path.split(" ")) > 2 else ""
             baseline = f" ({alias}: {_num(self.before)})" if self.before is not None else ""
             return template.format(p=self.path, after=_num(self.after), baseline=baseline)
-        if self.code in (ReasonCode.ALIAS_MOVED, ReasonCode.ALIAS_PINNED):  # version numbers; "none" when the alias was free
+        if self.code in (ReasonCode.ALIAS_MOVED, ReasonCode.ALIAS_PINNED, ReasonCode.SERVE_VERSION,
+                         ReasonCode.SERVICE_DRIFT):  # version numbers; "none" when the alias was free
             return template.format(p=self.path, before="none" if self.before is None else self.before,
                                    after="none" if self.after is None else self.after)
         return template.format(p=self.path, before=_fmt(self.before), after=_fmt(self.after))

@@ -4,4 +4,4 @@ A kind module imports mlspec.core.types and mlspec.core.kind, and what its own w
 the backends and the artifact store); never mlspec.commands or the views.
 """
 
-from mlspec.kinds import dataset, lifecycle, model, step  # noqa: F401
+from mlspec.kinds import dataset, deployment, lifecycle, model, step  # noqa: F401

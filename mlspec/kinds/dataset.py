@@ -29,6 +29,7 @@ class DatasetKind(ResourceKind):
         fact = facts.datasets[node.address]
         outputs = {"data": fact["hash"]}
         after = {"hash": fact["hash"], "size": fact["size"]}
+        contract = _contract_digest(node.item)
         if record is None:
             return Change(node.address, self.name, Action.READ, Verdict.NONE, (Reason(ReasonCode.DATA_NEW),),
                           fact["hash"], outputs, None, after, detail=fact)
@@ -36,6 +37,10 @@ class DatasetKind(ResourceKind):
             return Change(node.address, self.name, Action.READ, Verdict.NONE,
                           (Reason(ReasonCode.DATA_CHANGED, "", record.get("hash"), fact["hash"]),), fact["hash"],
                           outputs, {"hash": record.get("hash"), "size": record.get("size")}, after, detail=fact)
+        if contract != record.get("contract", ""):  # same data, another contract: check it again
+            return Change(node.address, self.name, Action.READ, Verdict.NONE,
+                          (Reason(ReasonCode.DEFINITION_CHANGED, "contract", record.get("contract") or None,
+                                  contract or None),), fact["hash"], outputs, None, after, detail=fact)
         return Change(node.address, self.name, Action.NOOP, Verdict.NONE, (), fact["hash"], outputs, detail=fact)
 
     def removed(self, address: str, record: Mapping) -> Change | None:
@@ -45,11 +50,28 @@ class DatasetKind(ResourceKind):
         f = change.detail
         now = time.time()
         record = DatasetRecord(f["hash"], f["size"], f["uri"], run.run_id).to_dict()
+        if node.item.contract:  # checked before anything reads the data; a violation fails the dataset
+            from mlspec.contracts import check_dataset
+
+            report, _cached = check_dataset(run.spec, node.item, f["hash"])
+            if not report.ok:
+                head, _, rest = report.text().partition("\n")
+                return Done(Outcome(node.address, Status.FAILED, started=now, finished=time.time(), error=head,
+                                    reason=rest + "\n" + report.hint()))
+            record["contract"] = _contract_digest(node.item)
         return Done(Outcome(node.address, Status.READ, started=now, finished=now), record,
                     outputs=change.outputs)
 
     def verdict_text(self, change: Mapping) -> str:
         return "read" if change["actions"][0] == "read" else "unchanged"
+
+
+def _contract_digest(ds) -> str:
+    if not ds.contract:
+        return ""
+    from mlspec.contracts import digest
+
+    return digest(ds.contract)
 
 
 KIND = register(DatasetKind())

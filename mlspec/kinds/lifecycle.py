@@ -1,5 +1,5 @@
-"""Deployments, monitors and triggers: declared, validated and graphed; not yet managed at apply (models are
-mlspec.kinds.model).
+"""Monitors and triggers: declared, validated and graphed; not yet managed at apply (models are
+mlspec.kinds.model, deployments mlspec.kinds.deployment).
 
 Each is a kind on the same protocol as datasets and steps (mlspec.core.kind) with ``managed = False``: its
 nodes and edges are part of the graph (`mlspec graph`), and the plan notes that they are not acted on yet.
@@ -50,15 +50,6 @@ class _GraphOnly(ResourceKind):
         raise TypeError(f"{self.name} resources are not managed by plan/apply in this release")
 
 
-class DeploymentKind(_GraphOnly):
-    name = "deployment"
-    order = 40
-
-    def nodes(self, spec) -> list[Node]:
-        return [Node(f"deployment.{name}", self.name, (f"model.{d.model.split('@', 1)[0]}",), d)
-                for name, d in sorted(spec.deployments.items())]
-
-
 class MonitorKind(_GraphOnly):
     name = "monitor"
     order = 45
@@ -94,5 +85,5 @@ class TriggerKind(_GraphOnly):
                     yield (f"trigger.{name}", inst)
 
 
-for _k in (DeploymentKind(), MonitorKind(), TriggerKind()):
+for _k in (MonitorKind(), TriggerKind()):
     register(_k)

@@ -152,6 +152,25 @@ def _pickle_declared(spec, resource: str, output: str) -> bool:
     return bool(o and o.format in PICKLE_FORMATS)
 
 
+def _contract_failed(node: Node, outputs: Mapping, run, outcome: Outcome) -> bool:
+    """Check the outputs that declare a contract (mlspec.contracts); a violation fails the outcome."""
+    opts = node.item.step.output_opts
+    if not opts or not any(o.contract for o in opts.values()):
+        return False
+    from mlspec.contracts import check_output
+
+    for name, o in sorted(opts.items()):
+        out = outputs.get(name)
+        if not o.contract or not isinstance(out, dict):
+            continue
+        report, _cached = check_output(run.project, node.address, name, out, o.contract)
+        if not report.ok:
+            head, _, rest = report.text().partition("\n")
+            outcome.status, outcome.error, outcome.reason = Status.FAILED, head, rest + "\n" + report.hint()
+            return True
+    return False
+
+
 @dataclasses.dataclass(frozen=True)
 class StepDetail:
     facts: dict  # what the fingerprint is of (recorded in state)
@@ -357,13 +376,15 @@ class StepKind(ResourceKind):
                 run.warn(node.address, f"run-cache output {name} ({o['hash']}) is {problem}: quarantined; "
                                        "running the step instead")
                 return None
-        rec = self.record(change, hit["outputs"], hit.get("metrics", {}), hit.get("log"), 0.0, "restored",
-                          run.run_id)
-        self.materialise(node, hit["outputs"], run)
         now = time.time()
         oc = Outcome(node.address, Status.RESTORED, change.verdict.value, started=now, finished=now,
                      fingerprint=change.fingerprint, inputs=change.detail.facts["inputs"], outputs=hit["outputs"],
                      metrics=hit.get("metrics", {}), log=hit.get("log"))
+        if _contract_failed(node, hit["outputs"], run, oc):
+            return Done(oc)
+        rec = self.record(change, hit["outputs"], hit.get("metrics", {}), hit.get("log"), 0.0, "restored",
+                          run.run_id)
+        self.materialise(node, hit["outputs"], run)
         return Done(oc, rec, outputs={k: v["hash"] for k, v in hit["outputs"].items()})
 
     def payload(self, inst, run) -> dict:
@@ -452,6 +473,8 @@ class StepKind(ResourceKind):
                 log_hash = None
         outcome.log = log_hash
         if res.status is TaskStatus.SUCCEEDED:
+            if _contract_failed(node, res.outputs, run, outcome):  # before the record: no consumer starts
+                return Done(outcome)
             rec = self.record(change, res.outputs, res.metrics, log_hash, outcome.duration, "ran", run.run_id)
             if inst.step.cache:
                 run.project.artifacts.runcache_put(change.fingerprint, RunCacheEntry(

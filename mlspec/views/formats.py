@@ -20,6 +20,8 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "state show": ("text", "json"),
     "state history": ("text", "json", "markdown"),
     "models list": ("text", "json", "markdown"),
+    "refresh": ("text", "json", "markdown"),
+    "deployments list": ("text", "json", "markdown"),
     "models show": ("text", "json", "markdown"),
     "models history": ("text", "json", "markdown"),
     "runs list": ("text", "json", "markdown"),
@@ -32,6 +34,9 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "artifacts verify": ("text", "json"),
     "backends": ("text", "json", "markdown"),
     "checkout": ("text", "json"),
+    "triggers check": ("text", "json", "markdown"),
+    "data check": ("text", "json"),
+    "monitor": ("text", "json"),
 }
 
 

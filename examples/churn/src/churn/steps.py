@@ -7,6 +7,8 @@ what a step returns is saved by type (DataFrame -> parquet, scikit-learn model -
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -15,7 +17,10 @@ from churn.features import encode
 PLANS = ["basic", "pro", "team"]
 
 
-def ingest(rows: int, seed: int) -> dict:
+def ingest(rows: int, seed: int, exports: Path | None = None) -> dict:
+    """The customer table: a seeded synthetic base (it stands in for the warehouse's history) plus every
+    export the warehouse has delivered since, as CSV files in ``exports`` (a directory: new customers with
+    their outcome; `python drift.py` delivers one)."""
     rng = np.random.default_rng(seed)
     age = rng.integers(18, 90, rows)
     tenure = rng.integers(0, 72, rows)
@@ -28,23 +33,10 @@ def ingest(rows: int, seed: int) -> dict:
     df = pd.DataFrame({"customer_id": np.arange(rows), "age": age, "tenure_months": tenure, "plan": plan,
                        "region": region, "monthly_charges": charges, "support_calls": support_calls,
                        "churned": churned.astype(int)})
+    if exports is not None:
+        new = [pd.read_csv(f) for f in sorted(Path(exports).glob("*.csv"))]
+        df = pd.concat([df] + [n for n in new if len(n)], ignore_index=True)
     return {"raw": df}
-
-
-def check(raw: pd.DataFrame, min_age: int, max_age: int) -> dict:
-    problems = []
-    if raw["customer_id"].duplicated().any():
-        problems.append("customer_id is not unique")
-    if raw.isna().any().any():
-        problems.append(f"null values in {sorted(raw.columns[raw.isna().any()])}")
-    bad_age = raw[(raw["age"] < min_age) | (raw["age"] > max_age)]
-    if len(bad_age):
-        problems.append(f"{len(bad_age)} rows with age outside [{min_age}, {max_age}]")
-    if not set(raw["plan"]).issubset(PLANS):
-        problems.append(f"unknown plans {sorted(set(raw['plan']) - set(PLANS))}")
-    if problems:
-        raise ValueError("data contract violated: " + "; ".join(problems))
-    return {"customers": raw}
 
 
 def features(customers: pd.DataFrame, regions: pd.DataFrame, test_size: float, seed: int) -> dict:

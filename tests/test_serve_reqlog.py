@@ -1,0 +1,141 @@
+"""The request log on its own (real local directories and a real S3-compatible server): segments rolled
+to a size bound, torn or foreign segments skipped with a warning, a failing store never blocking the
+request path and bounding the buffer, and a worker whose store and log are on S3 with credentials that
+are never written."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlspec.serve.reqlog import RequestLog, read_requests
+
+
+def _add(log: RequestLog, start: int, n: int, ts: float | None = None) -> None:
+    ages = np.arange(start, start + n, dtype="int64")
+    log.add({"age": ages, "income": ages * 0.5}, (ages % 2).astype("int64"), n, ts)
+
+
+def _log(url, **kw) -> RequestLog:
+    return RequestLog(str(url), version=7, dtypes={"age": "int64", "income": "float64"},
+                      **{"flush_rows": 10_000, "flush_seconds": 3600, **kw})
+
+
+def test_segments_roll_within_max_bytes_oldest_first(tmp_path):
+    log = _log(tmp_path / "log", max_bytes=3_000)
+    for i in range(30):
+        _add(log, i * 10, 10)
+        assert log.flush() == 10
+    sizes = {p.name: p.stat().st_size for p in (tmp_path / "log").iterdir()}
+    newest = max(sizes)
+    assert sum(sizes.values()) - sizes[newest] <= 3_000 and len(sizes) < 30  # the oldest were deleted
+    df = read_requests(str(tmp_path / "log"))
+    ages = df["age"].tolist()
+    assert ages == list(range(ages[0], 300)) and ages[0] > 0  # the newest rows, contiguous; the oldest deleted
+    assert (df["_version"] == 7).all() and df["_prediction"].tolist() == [a % 2 for a in ages]
+    assert read_requests(str(tmp_path / "log"), last=15)["age"].tolist() == list(range(285, 300))
+
+
+def test_since_and_last_select_rows_by_time(tmp_path):
+    log = _log(tmp_path / "log")
+    for i, ts in enumerate((1_000.0, 2_000.0, 3_000.0)):
+        _add(log, i * 5, 5, ts)
+        log.flush()
+    url = str(tmp_path / "log")
+    assert read_requests(url, since=2_000.0)["age"].tolist() == list(range(5, 15))
+    assert read_requests(url, since=2_000.5)["age"].tolist() == list(range(10, 15))
+    assert read_requests(url, since=2_000.0, last=3)["age"].tolist() == [12, 13, 14]
+    assert len(read_requests(url, last=0)) == 0
+    assert read_requests(str(tmp_path / "nothing")).empty
+
+
+def test_torn_and_foreign_segments_are_skipped_with_a_warning(tmp_path):
+    log = _log(tmp_path / "log")
+    for i in range(3):
+        _add(log, i * 4, 4)
+        log.flush()
+    names = sorted(p.name for p in (tmp_path / "log").iterdir())
+    middle = tmp_path / "log" / names[1]
+    middle.write_bytes(middle.read_bytes()[:-20])  # torn
+    (tmp_path / "log" / "seg-00000000000000000001-00000000000000000001-1-000001.json").write_bytes(b"\x00garbage")
+    edited = tmp_path / "log" / names[2]
+    edited.write_bytes(edited.read_bytes().replace(b"[8,9,10,11]", b"[8,9,10,99]"))  # same size, other bytes
+    with pytest.warns(UserWarning) as caught:
+        df = read_requests(str(tmp_path / "log"))
+    text = " ".join(str(w.message) for w in caught)
+    assert names[1] in text and "torn" in text and "checksum mismatch" in text and "garbage" not in text
+    assert df["age"].tolist() == [0, 1, 2, 3]
+
+
+def test_a_failing_store_never_blocks_requests_and_bounds_the_buffer(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the log directory should be")
+    log = _log(blocker / "log", flush_rows=10, max_buffer_rows=50)
+    for i in range(20):
+        _add(log, i * 10, 10)  # 200 rows: the buffer keeps the newest 50
+    assert log.dropped_rows == 150
+    assert log.flush() == 0 and log.failed_writes == 1 and "NotADirectoryError" in log.last_error
+    _add(log, 200, 10)  # still taking rows while the store is down
+    assert log.dropped_rows == 160
+    blocker.unlink()  # the store comes back: the buffered rows are written by the next flush
+    assert log.flush() == 50
+    assert read_requests(str(blocker / "log"))["age"].tolist() == list(range(160, 210))
+
+
+def test_the_background_thread_writes_and_close_flushes(tmp_path):
+    log = _log(tmp_path / "log", flush_rows=5, flush_seconds=0.1)
+    log.start()
+    _add(log, 0, 5)
+    deadline = time.time() + 20
+    while time.time() < deadline and len(read_requests(str(tmp_path / "log"))) < 5:
+        time.sleep(0.05)
+    assert len(read_requests(str(tmp_path / "log"))) == 5  # written without any flush() from here
+    _add(log, 5, 2)
+    log.close()
+    assert read_requests(str(tmp_path / "log"))["age"].tolist() == list(range(7))
+    assert log._thread is None
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def test_a_worker_with_store_and_log_on_s3_keeps_its_credentials_secret(s3, aws_env, tmp_path):
+    from mlspec.artifacts import ArtifactStore
+    from mlspec.serve.local import start_worker
+    from serve_support import Client, numeric_model, write_config
+
+    from mlspec import formats
+
+    secret = "testing-secret-9f8e7d"
+    options = {"endpoint_url": s3, "key": "testing", "secret": secret}
+    path, _ = formats.save(numeric_model(), tmp_path / "model", "skops")
+    digest, _ = ArtifactStore("s3://team/serve/artifacts", options).put_file(path)
+    cfg = write_config(tmp_path / "w.json", "s3://team/serve/artifacts", digest,
+                       log_url="s3://team/serve/requests/churn-api", flush_seconds=0.2)
+    env = {**os.environ, "MLSPEC_SERVE_STORE_OPTIONS": json.dumps(options),
+           "MLSPEC_SERVE_CACHE": str(tmp_path / "cache")}
+    err = tmp_path / "worker.err"
+    with open(err, "wb") as fh:
+        w = start_worker(str(cfg), env=env, stderr=fh)
+        try:
+            rows = [{"age": 70 + i, "income": 20.0 + i, "tenure": i} for i in range(6)]
+            assert Client(w.port).predict(rows)[0] == 200
+        finally:
+            assert w.stop() == 0
+    df = read_requests("s3://team/serve/requests/churn-api", options)
+    assert df["age"].tolist() == [70 + i for i in range(6)]
+    assert secret.encode() not in err.read_bytes() + Path(cfg).read_bytes()
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3, key="testing", secret=secret)
+    for key in fs.find("team/serve/requests"):
+        assert secret.encode() not in fs.cat(key)
