@@ -38,6 +38,17 @@ def _answers(sock_path: str) -> bool:
         s.close()
 
 
+def _mounts_under(root: str) -> list[str]:
+    """Mount points below ``root`` (from /proc/mounts; none where there is no such file)."""
+    prefix = root.rstrip("/") + "/"
+    try:
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            points = [line.split()[1] for line in fh if len(line.split()) > 1]
+    except OSError:
+        return []
+    return [p.replace("\\040", " ") for p in points if p.startswith(prefix)]
+
+
 class LocalDockerd:
     """``dockerd`` in its own session, with everything it writes under one temporary directory."""
 
@@ -100,10 +111,12 @@ class LocalDockerd:
                 proc.kill()
                 proc.wait()
         if self.dir:
-            # the data root holds overlay mounts while dockerd runs; after it stopped they are gone
+            # dockerd can leave mounts of its own under its dirs (exec/netns/default): unmount them, deepest
+            # first, so that nothing it made survives; then remove the dir without crossing into a mount
+            for target in sorted(_mounts_under(self.dir), reverse=True):
+                subprocess.run(["umount", target], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             subprocess.run(["rm", "-rf", "--one-file-system", self.dir], check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = ""
 
     def __enter__(self) -> "LocalDockerd":

@@ -141,3 +141,23 @@ def test_image_with_another_mlspec_fails_preflight_naming_both_versions(ctx, doc
                    for p in problems), problems
     finally:
         docker_client.images.remove(tag, force=True)
+
+
+def test_gpu_requests_become_device_requests_and_are_checked(ctx, docker_engine):
+    """There is no GPU here: what can be checked is the request the engine would get, and preflight."""
+    task = make_task(ctx, "ok", gpus=2)
+    payload = dict(task.payload)
+    with_gpus = _backend(ctx, docker_engine, gpus="all")
+    req = with_gpus.host_config(task, payload)["DeviceRequests"]
+    assert req == [{"Driver": "", "Count": 2, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}]
+    listed = _backend(ctx, docker_engine, gpus=["GPU-1", "GPU-2", "GPU-3"])
+    assert listed.host_config(task, payload)["DeviceRequests"][0]["DeviceIDs"] == ["GPU-1", "GPU-2"]
+    assert "DeviceRequests" not in with_gpus.host_config(make_task(ctx, "ok"), payload)
+    base = {"cpus": 1, "gpus": 1, "memory": None, "custom": {}}
+    from mlspec.backends.api import Requirement
+
+    problems = _backend(ctx, docker_engine).preflight([Requirement("step.train", base, "")])
+    assert problems == ["step.train asks for 1 GPU(s); backend.gpus declares none for this engine (set backend.gpus: "
+                        "all where the NVIDIA container toolkit is installed)"]
+    for b in (with_gpus, listed):
+        b.close()
