@@ -352,10 +352,21 @@ def test_a_token_in_the_clear_and_a_backend_that_cannot_serve_fail_the_plan_in_o
     assert r.returncode == 1 and "deployments.api.token is written in the clear" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and "abcdefgh" not in r.stderr + r.stdout
 
-    write_spec(p, port=free_port(), extra=", backend: ray")
-    r = p.run("plan")
-    assert r.returncode == 1, r.stdout
-    assert r.stderr.splitlines()[0] == "Error: deployment 'api': backend 'ray' cannot serve models yet", r.stderr
+    # a backend that runs steps but serves nothing (local, ray and docker all serve): an installed plugin
+    site = p.root.parent / "site"
+    (site / "mlspec_stepsonly-0.1.dist-info").mkdir(parents=True)
+    (site / "mlspec_stepsonly-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: mlspec-stepsonly\nVersion: 0.1\n")
+    (site / "mlspec_stepsonly-0.1.dist-info" / "entry_points.txt").write_text(
+        "[mlspec.backends]\nstepsonly = mlspec_stepsonly:Backend\n")
+    (site / "mlspec_stepsonly.py").write_text(
+        "from mlspec.backends.local import LocalBackend\n\n\nclass Backend(LocalBackend):\n"
+        "    type = 'stepsonly'\n    supports_services = False\n")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")]))}
+    write_spec(p, port=free_port(), extra=", backend: stepsonly")
+    r = p.run("plan", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.splitlines()[0] == "Error: deployment 'api': backend 'stepsonly' cannot serve models yet", r.stderr
     assert "Traceback" not in r.stderr
 
 

@@ -36,7 +36,14 @@ def _args(command: str, p) -> list[str]:
             "apply": ["apply", "--auto-approve"],
             "models show": ["models", "show", "m"], "models history": ["models", "history", "m"],
             "plots show": ["plots", "show", "+steps.prepare.plots={clean: {x: x, y: y}}"],
-            "plots diff": ["plots", "diff", "+steps.prepare.plots={clean: {x: x, y: y}}"]}.get(command, command.split())
+            "plots diff": ["plots", "diff", "+steps.prepare.plots={clean: {x: x, y: y}}"],
+            # contracts, monitors and triggers, added for the command only (a monitor compares a file here:
+            # the deployment it names is never applied)
+            "data check": ["data", "check", "+datasets.nums.contract={columns: {x: {dtype: int64, min: 0}}}"],
+            "monitor": ["monitor", "drift", "--current", "data/nums.csv", "+deployments={api: {model: m@1}}",
+                        "+monitors={drift: {deployment: api, reference: dataset.nums}}"],
+            "triggers check": ["triggers", "check", "+triggers={fresh: {dataset: dataset.nums, apply: [step.side]}}",
+                               "+triggers.nightly={schedule: '0 2 * * *'}"]}.get(command, command.split())
 
 
 @pytest.mark.parametrize("command,fmt", [(c, f) for c, fs in sorted(FORMATS.items()) for f in fs])

@@ -49,6 +49,13 @@ class _BackendRef:
         self.backend = backend
 
 
+def backend_id(name, btype) -> str:
+    """What a deployment is served on, for comparison: a named entry of `backends:`, or a backend type. The
+    top-level backend ("default") and a bare type resolve to the type, so `backend: local` on a deployment
+    stays the same backend when the top-level one switches (`apply backend=ray` trains on Ray, serves here)."""
+    return btype or "local" if name in (None, "", "default", btype) else name
+
+
 def backend_config(spec, dep):
     return spec.backend_for(_BackendRef(dep.backend))
 
@@ -183,8 +190,9 @@ class DeploymentKind(ResourceKind):
             replace.append(Reason(ReasonCode.SERVICE_UNHEALTHY, observed.get("detail") or "unhealthy"))
         if rec.get("port") != dep.port:
             replace.append(Reason(ReasonCode.CHANGED, "port", rec.get("port"), dep.port))
-        if rec.get("backend") != cfg.name:
-            replace.append(Reason(ReasonCode.CHANGED, "backend", rec.get("backend"), cfg.name))
+        if backend_id(rec.get("backend"), rec.get("backend_type")) != backend_id(cfg.name, cfg.type):
+            replace.append(Reason(ReasonCode.CHANGED, "backend", backend_id(rec.get("backend"), rec.get("backend_type")),
+                                  backend_id(cfg.name, cfg.type)))
         if unknown:
             update.append(Reason(ReasonCode.SERVE_UNKNOWN, unknown))
         elif version != rec.get("version"):
@@ -258,7 +266,9 @@ class DeploymentKind(ResourceKind):
             observed = (rec or {}).get("observed") or {}
             gone = not old or observed.get("state") == "gone"
             replace = not gone and (change.forced or observed.get("state") == "unhealthy"
-                                    or rec.get("port") != dep.port or rec.get("backend") != cfg.name)
+                                    or rec.get("port") != dep.port
+                                    or backend_id(rec.get("backend"), rec.get("backend_type"))
+                                    != backend_id(cfg.name, cfg.type))
             same = (not gone and not replace and rec.get("version") == version
                     and rec.get("settings") == desired["settings"] and rec.get("token") == desired["token"]
                     and observed.get("state") in (None, "running")
