@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -45,6 +46,7 @@ STEPS_MODULE = "conformance_steps"
 STEPS_SOURCE = '''\
 """Step functions of the mlspec backend conformance suite (written by mlspec.testing)."""
 import os
+import threading
 import sys
 import time
 
@@ -429,6 +431,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_open(port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:PORT."""
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(timeout)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class LoopingClient(threading.Thread):
+    """A real HTTP client sending requests without pause (``send()`` -> (status, JSON body)) until
+    :meth:`finish`; it counts the answers, keeps every failure, and the model versions that answered, in order
+    (a rollout under traffic: ``client.failures == []`` and ``client.versions == [1, 2]``)."""
+
+    def __init__(self, send: Callable[[], tuple], linger: float = 0.3):
+        super().__init__(daemon=True)
+        self.send, self.linger = send, linger
+        self.halt, self.ok, self.failures, self.versions = threading.Event(), 0, [], []
+
+    def run(self):
+        import http.client
+
+        while not self.halt.is_set():
+            try:
+                status, body = self.send()
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures.append(repr(exc))
+                continue
+            if status != 200:
+                self.failures.append((status, body))
+                continue
+            self.ok += 1
+            if not self.versions or self.versions[-1] != body.get("model_version"):
+                self.versions.append(body.get("model_version"))
+
+    def finish(self, timeout: float = 60.0) -> "LoopingClient":
+        time.sleep(self.linger)  # some requests after the switch too
+        self.halt.set()
+        self.join(timeout)
+        return self
+
+
 def http_json(port: int, method: str, path: str, body=None, timeout: float = 10.0) -> tuple[int, dict]:
     """One request on a new connection to 127.0.0.1:PORT; (status, JSON body)."""
     import http.client
@@ -522,33 +566,16 @@ class ServiceConformance:
         assert json.loads(json.dumps(rec)) == rec  # the record is plain JSON (it goes to the state)
 
     def test_rolling_update_loses_no_request(self, deployed, models):
-        import threading
-
         backend, svc, records = deployed
         port = records[0]["port"]
-        failures, versions, stop = [], [], threading.Event()
-
-        def loop():
-            while not stop.is_set():
-                try:
-                    status, body = self.predict(port, 3.0)
-                except OSError as exc:
-                    failures.append(repr(exc))
-                    continue
-                if status != 200:
-                    failures.append((status, body))
-                elif not versions or versions[-1] != body.get("model_version"):
-                    versions.append(body.get("model_version"))
-
-        client = threading.Thread(target=loop, daemon=True)
+        client = LoopingClient(lambda: self.predict(port, 3.0))
         client.start()
         time.sleep(0.3)
         new = make_service(ctx_of(svc), *models[2], 2, port=svc.port)
         rec2 = backend.update_service(records[0], new)
         records.append(rec2)
-        time.sleep(0.3)
-        stop.set()
-        client.join(30)
+        client.finish(30)
+        failures, versions = client.failures, client.versions
         assert failures == [], failures[:5]
         assert versions[0] == "1" and versions[-1] == "2", versions
         assert rec2["port"] == port and self.predict(port, 3.0)[1]["outputs"][0]["data"] == [0]

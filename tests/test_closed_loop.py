@@ -6,9 +6,7 @@ deployment out to version 2; a second pass does nothing (the trigger is in its c
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from mlspec.testing import free_port
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "churn"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _served_versions(port: int) -> list:
@@ -37,7 +30,7 @@ def _served_versions(port: int) -> list:
 def churn(tmp_path):
     root = tmp_path / "churn"
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".mlspec", "__pycache__", "0001-*.csv"))
-    port = _free_port()
+    port = free_port()
     over = [f"deployments.churn-api.port={port}"]
 
     def cli(*args, **kw):

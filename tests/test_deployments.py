@@ -10,13 +10,13 @@ import json
 import os
 import signal
 import socket
-import threading
 import time
 
 import pytest
 
 from conftest import Project
 from mlspec.procs import process_alive
+from mlspec.testing import LoopingClient, free_port, port_open
 
 STEPS = '''
 import numpy as np
@@ -55,18 +55,6 @@ models:
 deployments:
   api: {model: clf@production, port: %(port)s, replicas: %(replicas)s, drain: 5s%(extra)s}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1.0)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def write_spec(p: Project, *, C=1.0, score=0.8, port: int, replicas=1, extra="") -> None:
@@ -128,33 +116,6 @@ def infer(port: int, x1=0.5, x2=-0.2) -> tuple[int, dict]:
         {"name": "x2", "datatype": "FP64", "shape": [1], "data": [x2]}]})
 
 
-class Client(threading.Thread):
-    """Sends inference requests without pause until stopped; counts failures and the versions answering."""
-
-    def __init__(self, port: int):
-        super().__init__(daemon=True)
-        self.port, self.stop, self.ok, self.failures, self.versions = port, threading.Event(), 0, [], []
-
-    def run(self):
-        while not self.stop.is_set():
-            try:
-                status, body = infer(self.port)
-                if status == 200:
-                    self.ok += 1
-                    if not self.versions or self.versions[-1] != body.get("model_version"):
-                        self.versions.append(body.get("model_version"))
-                else:
-                    self.failures.append((status, body))
-            except OSError as exc:
-                self.failures.append(repr(exc))
-
-    def finish(self) -> "Client":
-        time.sleep(0.3)  # some requests after the switch too
-        self.stop.set()
-        self.join(30)
-        return self
-
-
 def deployment(p: Project) -> dict:
     return p.state()["resources"]["deployment.api"]
 
@@ -197,7 +158,7 @@ def test_serve_roll_out_roll_back_repair_and_destroy(dep_project):
 
     # version 3 is better: promoted and rolled out while a client sends requests: none fails
     write_spec(p, C=2.0, score=0.9, port=port)
-    client = Client(port)
+    client = LoopingClient(lambda: infer(port))
     client.start()
     r = p.apply()
     client.finish()
@@ -212,7 +173,7 @@ def test_serve_roll_out_roll_back_repair_and_destroy(dep_project):
     assert not process_alive(old_worker)  # the old replica drained and exited
 
     # rollback brings version 1 back the same way, recorded, and holds it while production is on 3
-    client = Client(port)
+    client = LoopingClient(lambda: infer(port))
     client.start()
     r = p.run("rollback", "api", "--reason", "canary errors")
     client.finish()

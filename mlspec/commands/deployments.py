@@ -60,6 +60,27 @@ def observe(run, rec: dict) -> dict:
     return st
 
 
+def observe_all(project: Project, st, addrs, *, changed_only: bool = False) -> list:
+    """Observe the deployments ``addrs`` and put each observation in its record in ``st`` (the caller holds the
+    lock and writes the state). ``changed_only``: only where it differs from what the record says (the state
+    of a healthy service is then left as it is). Returns [(address, observation)] of what was put."""
+    run = _run(project, st)
+    out = []
+    try:
+        for addr in addrs:
+            rec = dict(st.resources[addr])
+            seen = observe(run, rec)
+            before = rec.get("observed") or {"state": "running", "version": rec.get("version")}
+            if changed_only and (seen.get("state"), seen.get("version")) == (before.get("state"), before.get("version")):
+                continue
+            rec["observed"] = seen
+            st.resources[addr] = rec
+            out.append((addr, seen))
+    finally:
+        _close(run)
+    return out
+
+
 # --- refresh -------------------------------------------------------------------------------------
 def run_refresh(args, console: Console) -> int:
     project = Project.open(args.project_dir, args.file, args.overrides)
@@ -67,17 +88,8 @@ def run_refresh(args, console: Console) -> int:
     try:
         st = project.read_state()
         addrs = _addresses(project, st, args.address)
-        run = _run(project, st)
-        rows = []
-        try:
-            for addr in addrs:
-                rec = dict(st.resources[addr])
-                seen = observe(run, rec)
-                rec["observed"] = seen
-                st.resources[addr] = rec
-                rows.append({"address": addr, "recorded_version": rec.get("version"), **seen})
-        finally:
-            _close(run)
+        rows = [{"address": addr, "recorded_version": st.resources[addr].get("version"), **seen}
+                for addr, seen in observe_all(project, st, addrs)]
         if addrs:
             st = project.store.write(st)
     finally:

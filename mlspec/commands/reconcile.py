@@ -130,26 +130,15 @@ def _refresh(project: Project, console: Console) -> int:
     """Observe every recorded deployment, as `mlspec refresh` does, under the lock reconcile holds. The state is
     written only when an observation differs from what is recorded (a service gone, unhealthy, degraded or
     serving another version), so a healthy pass writes nothing. Returns the number observed."""
-    from mlspec.commands.deployments import _close, _run, observe
+    from mlspec.commands.deployments import observe_all
 
     st = project.read_state()
     addrs = sorted(a for a, r in st.resources.items() if isinstance(r, dict) and r.get("kind") == "deployment")
     if not addrs:
         return 0
-    run = _run(project, st)
-    changed = False
-    try:
-        for addr in addrs:
-            rec = dict(st.resources[addr])
-            seen = observe(run, rec)
-            before = rec.get("observed") or {"state": "running", "version": rec.get("version")}
-            if (seen.get("state"), seen.get("version")) != (before.get("state"), before.get("version")):
-                console.print(f"{addr}: {seen.get('state')}: {seen.get('detail') or ''}".rstrip(": "))
-                rec["observed"] = seen
-                st.resources[addr] = rec
-                changed = True
-    finally:
-        _close(run)
+    changed = observe_all(project, st, addrs, changed_only=True)
+    for addr, seen in changed:
+        console.print(f"{addr}: {seen.get('state')}: {seen.get('detail') or ''}".rstrip(": "))
     if changed:
         project.store.write(st)
     return len(addrs)

@@ -7,18 +7,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
 
 from mlspec.artifacts import ArtifactStore
 from mlspec.backends.api import BackendError
-from mlspec.testing import ServiceConformance, free_port, make_model_artifact, make_service
+from mlspec.testing import (LoopingClient, ServiceConformance, free_port, make_model_artifact, make_service,
+                            port_open)
 from mlspec_docker.backend import DockerBackend
 from mlspec_docker.service import LABEL_DEPLOYMENT
 
@@ -51,12 +50,6 @@ class TestDockerServices(ServiceConformance):
 
 
 # --- Docker-specific behaviour -------------------------------------------------------------------------
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1.0)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def infer(port: int, x1: float = 3.0, headers=None) -> tuple[int, dict]:
     import http.client
 
@@ -70,35 +63,6 @@ def infer(port: int, x1: float = 3.0, headers=None) -> tuple[int, dict]:
         return resp.status, json.loads(resp.read() or b"{}")
     finally:
         conn.close()
-
-
-class Looper(threading.Thread):
-    """A real HTTP client sending inference requests without pause (a new connection each) until stopped."""
-
-    def __init__(self, port: int, send=None):
-        super().__init__(daemon=True)
-        self.port, self.halt, self.ok, self.failures, self.versions = port, threading.Event(), 0, [], []
-        self.send = send or (lambda: infer(self.port))
-
-    def run(self):
-        while not self.halt.is_set():
-            try:
-                status, body = self.send()
-            except OSError as exc:
-                self.failures.append(repr(exc))
-                continue
-            if status != 200:
-                self.failures.append((status, body))
-                continue
-            self.ok += 1
-            if not self.versions or self.versions[-1] != body.get("model_version"):
-                self.versions.append(body.get("model_version"))
-
-    def finish(self) -> "Looper":
-        time.sleep(0.3)
-        self.halt.set()
-        self.join(30)
-        return self
 
 
 @pytest.fixture
@@ -169,7 +133,7 @@ def test_changed_container_is_replaced_without_a_failed_request(svc_env, docker_
     port = free_port()
     b1 = make(env={"SERVICE_FLAVOUR": "one"})
     rec1 = b1.deploy_service(make_service(ctx, *models[1], 1, port=port, replicas=2))
-    client = Looper(port)
+    client = LoopingClient(lambda: infer(port))
     client.start()
     time.sleep(0.5)
     b2 = make(env={"SERVICE_FLAVOUR": "two"})
@@ -187,7 +151,7 @@ def test_changed_container_is_replaced_without_a_failed_request(svc_env, docker_
         st = b2.service_status(rec2)
         assert st.state == "running" and st.version == 2 and len(st.replicas) == 2, st
         # the same container again: a rolling update inside it, container kept
-        client = Looper(port)
+        client = LoopingClient(lambda: infer(port))
         client.start()
         rec3 = b2.update_service(rec2, make_service(ctx, *models[1], 1, port=port, replicas=2))
         client.finish()
@@ -340,7 +304,7 @@ def test_cli_serves_in_a_container_rolls_out_repairs_and_destroys(tmp_path, dock
 
         # a better version is promoted and rolled out while a client loops: 0 failed requests
         write(2.0, 0.9)
-        client = Looper(port, send=lambda: e2e_infer(port))
+        client = LoopingClient(lambda: e2e_infer(port))
         client.start()
         r = cli(project, "apply", "--auto-approve")
         client.finish()

@@ -8,13 +8,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
+
+from mlspec.testing import LoopingClient, free_port, port_open
 
 STEPS = '''
 import numpy as np
@@ -60,18 +59,6 @@ deployments:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1.0)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def infer(port: int) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
@@ -83,34 +70,6 @@ def infer(port: int) -> tuple[int, dict]:
         return resp.status, json.loads(resp.read() or b"{}")
     finally:
         conn.close()
-
-
-class Client(threading.Thread):
-    """Sends inference requests without pause until stopped; counts failures and the versions answering."""
-
-    def __init__(self, port: int):
-        super().__init__(daemon=True)
-        self.port, self.halt, self.ok, self.failures, self.versions = port, threading.Event(), 0, [], []
-
-    def run(self):
-        while not self.halt.is_set():
-            try:
-                status, body = infer(self.port)
-            except (OSError, http.client.HTTPException) as exc:
-                self.failures.append(repr(exc))
-                continue
-            if status != 200:
-                self.failures.append((status, body))
-                continue
-            self.ok += 1
-            if not self.versions or self.versions[-1] != body.get("model_version"):
-                self.versions.append(body.get("model_version"))
-
-    def finish(self) -> "Client":
-        time.sleep(0.5)
-        self.halt.set()
-        self.join(60)
-        return self
 
 
 class Proj:
@@ -167,7 +126,7 @@ def test_a_deployment_on_ray_serve_through_the_cli(ray_cluster, tmp_path):
 
         # a better version is promoted and rolled out on Serve while a client sends requests: none fails
         p.spec(C=2.0, score=0.9)
-        client = Client(port)
+        client = LoopingClient(lambda: infer(port), linger=0.5)
         client.start()
         r = p.run("apply", "--auto-approve")
         client.finish()
@@ -177,7 +136,7 @@ def test_a_deployment_on_ray_serve_through_the_cli(ray_cluster, tmp_path):
         assert client.versions[0] == "1" and client.versions[-1] == "2", client.versions
 
         # rollback, the same way
-        client = Client(port)
+        client = LoopingClient(lambda: infer(port), linger=0.5)
         client.start()
         r = p.run("rollback", "api", "--reason", "canary errors")
         client.finish()
