@@ -8,11 +8,14 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
+from mlspec.core.frozen import fast_init
+
 KINDS = ("dataset", "step", "model", "deployment", "monitor", "trigger")
 NAME = r"[A-Za-z][A-Za-z0-9_-]*"
 _ADDR = re.compile(rf"^(?P<kind>{'|'.join(KINDS)})\.(?P<name>{NAME})(?:\[(?P<sel>[^\]]*)\])?(?:\.(?P<output>{NAME}))?$")
 
 
+@fast_init
 @dataclass(frozen=True)
 class Address:
     kind: str

@@ -413,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     # objects less often; load_spec freezes the spec once built. Restored after, for callers in-process.
     thresholds = gc.get_threshold()
     gc.set_threshold(100_000, 50, 100)
+    if argv is None:  # the console script: the process ends with the command (mlspec.gcpause.outlive)
+        from mlspec.gcpause import keep_until_exit
+
+        keep_until_exit()
     try:
         return _main(argv)
     finally:

@@ -251,8 +251,12 @@ def gather_steps(spec: Spec, facts: Facts, cache: HashCache, key: str) -> None:
     graph = CodeGraph(spec.project_dir, roots, cache, memo)
     params = ParamsFiles(spec.project_dir)
     redactor = Redactor(spec.sensitive.values)
+    by_run: dict = {}  # one facts mapping per function, shared by the steps that run it (read only)
     for name, step in spec.steps.items():
-        facts.code[name] = code_facts(step, graph)
+        code = by_run.get(step.run)
+        if code is None:
+            code = by_run[step.run] = code_facts(step, graph)
+        facts.code[name] = code
         if step.deps:
             facts.deps[name] = deps_facts(spec, step, cache, params)
         leaves = sensitive_leaves(step, redactor) if (redactor or step.secret_params) else []

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Mapping
 
 from mlspec.addresses import NAME, instance_address, parse_address
+from mlspec.core.frozen import fast_init
 from mlspec.gcpause import paused
 from mlspec.spec import Spec, Step
 
 
+@fast_init
 @dataclass(frozen=True)
 class InputRef:
     name: str  # the step's input name
@@ -36,6 +38,7 @@ class InputRef:
         return tuple(m[0] for m in self.members) if self.kind == "gather" else (self.resource,)
 
 
+@fast_init
 @dataclass(frozen=True)
 class StepInstance:
     address: str

@@ -8,8 +8,6 @@ plan may run, that its function exists and takes the step's inputs and params (m
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from mlspec.backends.api import Backend, Context, Requirement
 from mlspec.backends.registry import load_backend_class
 from mlspec.errors import MlspecError
@@ -60,19 +58,30 @@ def requirements_by_backend(project, instances, plan, checked: frozenset = froze
     more), so the backend is not asked again."""
     spec = project.spec
     active = active_steps(plan) if active is None else active
-    out: dict = defaultdict(lambda: [None, []])
+    out: dict = {}
+    per_step: dict = {}  # step name -> (its backend's list, module, resources): 50,000 instances, few steps alike
+    resources: dict = {}  # id(Resources) -> dict (steps that ask for nothing share one Resources)
     for inst in instances:
         if inst.address not in active:
             continue
-        cfg = spec.backend_for(inst.step)
-        entry = out[cfg.name]
-        entry[0] = cfg
-        module = inst.step.run.partition(":")[0] if inst.step.run else ""
-        if cfg.type == "local" and inst.step.name in checked:
-            module = ""
-        entry[1].append(Requirement(inst.address, inst.step.resources.to_dict(), module,
-                                    tuple(r.resource for r in inst.inputs if r.kind == "dataset")))
-    return dict(out)
+        step = inst.step
+        known = per_step.get(step.name)
+        if known is None:
+            cfg = spec.backend_for(step)
+            entry = out.get(cfg.name)
+            if entry is None:
+                entry = out[cfg.name] = (cfg, [])
+            module = step.run.partition(":")[0] if step.run else ""
+            if cfg.type == "local" and step.name in checked:
+                module = ""
+            res = resources.get(id(step.resources))
+            if res is None:
+                res = resources[id(step.resources)] = step.resources.to_dict()
+            known = per_step[step.name] = (entry[1], module, res)
+        reqs, module, res = known
+        reads = tuple(r.resource for r in inst.inputs if r.kind == "dataset") if inst.inputs else ()
+        reqs.append(Requirement(inst.address, res, module, reads))
+    return out
 
 
 def step_calls(project, instances, plan, active: set | None = None) -> list:
@@ -89,6 +98,7 @@ def step_calls(project, instances, plan, active: set | None = None) -> list:
     backends: dict = {}  # step.backend -> (type, python)
     groups: dict = {}
     seen: set = set()
+    fkeys: dict = {}  # id(code facts) -> its items: steps of one function share one facts mapping
     for inst in instances:
         step = inst.step
         if not step.run or step.name in seen or inst.address not in active:
@@ -100,7 +110,10 @@ def step_calls(project, instances, plan, active: set | None = None) -> list:
             where = backends[step.backend] = (cfg.type, str(cfg.settings.get("python") or "") if cfg.type == "local"
                                               else "")
         facts = code.get(step.name) or {}
-        key = (step.run, where, tuple(step.inputs), tuple(step.params), tuple(step.matrix), tuple(facts.items()))
+        fkey = fkeys.get(id(facts))
+        if fkey is None:
+            fkey = fkeys[id(facts)] = tuple(facts.items())
+        key = (step.run, where, tuple(step.inputs), tuple(step.params), tuple(step.matrix), fkey)
         group = groups.get(key)
         if group is None:
             group = groups[key] = (facts, [])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlspec import SPEC_FORMAT_VERSION
+from mlspec.core.frozen import fast_init
 from mlspec.gcpause import paused
 from mlspec.sensitive import Sensitivity, mask
 from mlspec.sensitive import find as find_sensitive
@@ -56,6 +57,7 @@ class Dataset:
         return f"dataset.{self.name}"
 
 
+@fast_init
 @dataclass(frozen=True)
 class Resources:
     cpus: float = 1
@@ -78,6 +80,7 @@ class Plot:
     title: str = ""
 
 
+@fast_init
 @dataclass(frozen=True)
 class Dep:
     """A ``deps:`` entry: a project-relative file or directory, or named keys of a YAML/JSON/TOML file."""
@@ -90,6 +93,7 @@ def _deps(entries) -> tuple:
     return tuple(Dep(d["path"], tuple(d["keys"])) if isinstance(d, dict) else Dep(d) for d in entries or ())
 
 
+@fast_init
 @dataclass(frozen=True)
 class Step:
     name: str
@@ -127,6 +131,7 @@ class Step:
         return f"step.{self.name}"
 
 
+@fast_init
 @dataclass(frozen=True)
 class OutputOpts:
     """How one output is kept, from ``outputs: {NAME: {path, type, format, save_args}}``."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from mlspec.core.frozen import fast_init
 from mlspec.errors import MlspecError
 
 API_VERSION = 2
@@ -88,6 +89,7 @@ class TaskResult:
                    result.get("error", ""), log, float(result.get("duration", 0.0)))
 
 
+@fast_init
 @dataclass(frozen=True)
 class Requirement:
     """What the plan needs from a backend, checked by preflight before anything runs."""

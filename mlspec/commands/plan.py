@@ -9,6 +9,7 @@ from pathlib import Path
 from mlspec import __version__
 from mlspec.console import Console
 from mlspec.errors import EXIT_CHANGES, MlspecError, did_you_mean
+from mlspec.gcpause import outlive
 from mlspec.project import Project
 from mlspec.render import render_json, render_markdown, render_text
 from mlspec.units import parse_duration
@@ -83,6 +84,7 @@ def run(args, console: Console) -> int:
     emit(data, args.format, console, verbose=args.verbose, edges=edges)
     if args.out:
         console.error(f"Saved the plan to {args.out}. Apply exactly this plan with: mlspec apply {args.out}")
+    outlive(project, nodes, plan, state, facts, data)
     if args.detailed_exitcode and plan.has_changes:
         return EXIT_CHANGES
     return 0

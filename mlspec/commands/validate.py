@@ -7,13 +7,14 @@ import json
 from mlspec.compose import compose
 from mlspec.console import Console
 from mlspec.errors import SpecError
+from mlspec.gcpause import outlive
 from mlspec.load import import_diagnostics, sensitive_diagnostics, validate_composed
 from mlspec.spec import build_spec
 
 
 def run(args, console: Console) -> int:
     diags = []
-    spec = None
+    spec = c = None
     try:
         c = compose(args.project_dir, args.file, args.overrides)
         diags = validate_composed(c) + sensitive_diagnostics(c)
@@ -24,6 +25,7 @@ def run(args, console: Console) -> int:
                 diags = import_diagnostics(spec, c)
     except SpecError as exc:
         diags = list(exc.diagnostics)
+    outlive(c, spec)
     if args.format == "json":
         console.print(json.dumps([d.to_dict() for d in diags], indent=2))
         return 1 if diags else 0

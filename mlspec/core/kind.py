@@ -26,9 +26,11 @@ import graphlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from mlspec.core.frozen import fast_init
 from mlspec.core.types import Action, Reason, ReasonCode, Status, Verdict
 
 
+@fast_init
 @dataclass(frozen=True)
 class Node:
     """One resource of a spec: its address, kind, the addresses it consumes, and the kind's own object."""
@@ -39,6 +41,7 @@ class Node:
     item: Any = None
 
 
+@fast_init
 @dataclass(frozen=True)
 class Change:
     """The decision about one resource: pure data, planned and re-decided at apply when upstream is known."""

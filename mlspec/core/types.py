@@ -12,6 +12,8 @@ import enum
 import json
 from dataclasses import dataclass
 
+from mlspec.core.frozen import fast_init
+
 
 class Action(str, enum.Enum):
     """What happens to a resource. The value is what plan JSON says; :attr:`symbol` what the text plan shows."""
@@ -165,6 +167,7 @@ _TEXTS = {  # every ReasonCode's message (tests/test_core_types.py checks that e
 }
 
 
+@fast_init
 @dataclass(frozen=True)
 class Reason:
     code: ReasonCode

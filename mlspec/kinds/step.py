@@ -13,6 +13,7 @@ import time
 from typing import Mapping
 
 from mlspec.backends.api import TASK_FORMAT_VERSION, Task, TaskResult, TaskStatus
+from mlspec.core.frozen import fast_init
 from mlspec.core.kind import Change, Done, Node, Outcome, ResourceKind, Submit, register
 from mlspec.core.types import Action, Reason, ReasonCode, Status, Verdict
 from mlspec.errors import MlspecError
@@ -171,6 +172,7 @@ def _contract_failed(node: Node, outputs: Mapping, run, outcome: Outcome) -> boo
     return False
 
 
+@fast_init
 @dataclasses.dataclass(frozen=True)
 class StepDetail:
     facts: dict  # what the fingerprint is of (recorded in state)
