@@ -76,40 +76,183 @@ def _validated_cache(c: Composed) -> Path:
     return c.sources.project_dir / ".mlspec" / "cache" / "validated.json"
 
 
-def validate_cached(c: Composed) -> list[Diagnostic]:
-    """validate_composed(), remembering specs that passed: re-planning an unchanged large spec skips the
-    schema and semantic checks (half of a no-op plan at 2,000 steps). `mlspec validate` always checks."""
+def _known_valid(c: Composed) -> tuple[bool, str, list]:
+    """(whether this composed spec passed validation before, its validation key, the remembered keys)."""
     import json
 
     key = _validation_key(c)
-    path = _validated_cache(c)
     try:
-        known = json.loads(path.read_text())
+        known = json.loads(_validated_cache(c).read_text())
     except (OSError, ValueError):
         known = []
-    if key in known:
+    if not isinstance(known, list):
+        known = []
+    return key in known, key, known
+
+
+def _remember_valid(c: Composed, key: str, known: list) -> None:
+    import json
+
+    from mlspec.storage import atomic_write_local
+
+    try:
+        atomic_write_local(_validated_cache(c), json.dumps(([key] + [k for k in known if k != key])[:VALIDATED_KEEP]
+                                                           ).encode(), durable=False)
+    except OSError:
+        pass  # a read-only project still works, only slower
+
+
+def validate_cached(c: Composed) -> list[Diagnostic]:
+    """validate_composed(), remembering specs that passed: re-planning an unchanged large spec skips the
+    schema and semantic checks (half of a no-op plan at 2,000 steps). `mlspec validate` always checks."""
+    valid, key, known = _known_valid(c)
+    if valid:
         return []
     diags = validate_composed(c)
     if not diags:
-        from mlspec.storage import atomic_write_local
-
-        try:
-            atomic_write_local(path, json.dumps(([key] + [k for k in known if k != key])[:VALIDATED_KEEP]).encode(),
-                               durable=False)
-        except OSError:
-            pass  # a read-only project still works, only slower
+        _remember_valid(c, key, known)
     return diags
+
+
+# A spec this large is validated in a child process while the caller builds the Spec and its graph from
+# the same data (both take about 1 s at 50,000 steps; the machines mlspec runs on have two cores or more).
+PARALLEL_MIN_STEPS = 2_000
+
+
+class Verdict:
+    """Whether the composed spec is valid: known at once (remembered, or checked here), or being checked
+    by a forked child (Linux) while the caller goes on. :meth:`wait` raises SpecError for an invalid spec.
+
+    Nothing the caller does before :meth:`wait` may act on the spec (no file written for it, no process
+    started, nothing printed): a spec found invalid is reported exactly as if validation had come first.
+    The child only computes; it writes nothing but its answer to a pipe and ends with ``os._exit``.
+    """
+
+    def __init__(self, c: Composed, diags: list[Diagnostic] | None = None, remember: tuple | None = None):
+        self.c = c
+        self.diags = diags  # None while the child works
+        self.remember = remember  # (key, known) to record a pass in .mlspec/cache/validated.json
+        self.pid = 0
+        self.fd = -1
+
+    @classmethod
+    def start(cls, c: Composed) -> "Verdict":
+        valid, key, known = _known_valid(c)
+        if valid:
+            return cls(c, [])
+        v = cls(c, None, (key, known))
+        steps = c.data.get("steps") if isinstance(c.data, dict) else None
+        if not (sys.platform.startswith("linux") and isinstance(steps, dict) and len(steps) >= PARALLEL_MIN_STEPS
+                and v._fork()):
+            v.diags = validate_composed(c)
+        return v
+
+    def _fork(self) -> bool:
+        import os
+        import threading
+
+        if threading.active_count() > 1:  # a fork copies one thread: another one's locks could stay held
+            return False
+        r, w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(r)
+            os.close(w)
+            return False
+        if pid == 0:  # the child: check, answer, end without running anything of the parent's (no flush, no atexit)
+            import gc
+            import pickle
+
+            code = 1
+            try:
+                os.close(r)
+                gc.disable()
+                answer = pickle.dumps(validate_composed(self.c), protocol=pickle.HIGHEST_PROTOCOL)
+                view = memoryview(answer)
+                while view:
+                    view = view[os.write(w, view):]
+                code = 0
+            except BaseException:  # noqa: BLE001 - any failure: the parent validates in-process, and reports it
+                pass
+            finally:
+                os._exit(code)
+        os.close(w)
+        self.pid, self.fd = pid, r
+        return True
+
+    def _collect(self) -> None:
+        import os
+        import pickle
+
+        chunks = []
+        try:
+            while True:
+                chunk = os.read(self.fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+            _pid, status = os.waitpid(self.pid, 0)
+            self.pid = 0
+        diags = None
+        if os.waitstatus_to_exitcode(status) == 0:
+            try:
+                diags = pickle.loads(b"".join(chunks))
+            except Exception:  # noqa: BLE001 - a torn answer: check here instead
+                diags = None
+        self.diags = diags if isinstance(diags, list) else validate_composed(self.c)
+
+    def wait(self, extra: Sequence[Diagnostic] = ()) -> None:
+        """Raise SpecError when the spec is invalid (with ``extra``, problems the caller found); else return."""
+        if self.diags is None:
+            self._collect()
+        if self.remember is not None and not self.diags:
+            _remember_valid(self.c, *self.remember)
+            self.remember = None
+        if self.diags or extra:
+            raise SpecError(sorted(set(self.diags) | set(extra)))
+
+    def abandon(self) -> None:
+        """Stop the child (the caller is ending: an interrupt)."""
+        import os
+        import signal
+
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except OSError:
+                pass
+            self.pid = 0
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def load_spec(project_dir: str | Path = ".", spec_file: str | None = None, overrides: Sequence[str] = (),
               *, check_imports: bool = False) -> Spec:
     """Compose, validate and build the Spec; raises SpecError listing every problem."""
+    return load_spec_deferred(project_dir, spec_file, overrides, check_imports=check_imports, defer=False)[0]
+
+
+def load_spec_deferred(project_dir: str | Path = ".", spec_file: str | None = None, overrides: Sequence[str] = (),
+                       *, check_imports: bool = False, defer: bool = True) -> tuple[Spec, Verdict]:
+    """Compose and build the Spec while it is validated (see :class:`Verdict`): the caller must call
+    ``verdict.wait()`` before acting on the spec. With ``defer=False``, validated first, as load_spec."""
     c = compose(project_dir, spec_file, overrides)
-    diags = validate_cached(c) + sensitive_diagnostics(c)
-    if diags:
-        raise SpecError(diags)
-    spec = build_spec(c.data, project_dir=c.sources.project_dir, spec_file=c.spec_file,
-                      sensitive=c.sensitive, choices=c.choices, canonical=masked_canonical(c))
+    early = sensitive_diagnostics(c)
+    verdict = Verdict.start(c) if defer and not check_imports and not early else Verdict(c, validate_cached(c))
+    if not defer or early or check_imports:
+        verdict.wait(early)
+    try:
+        spec = build_spec(c.data, project_dir=c.sources.project_dir, spec_file=c.spec_file,
+                          sensitive=c.sensitive, choices=c.choices, canonical=masked_canonical(c))
+    except BaseException:
+        settle(verdict)
+        raise
     import gc
 
     gc.freeze()  # the spec lives as long as the command: the cyclic collector need not rescan it
@@ -117,7 +260,16 @@ def load_spec(project_dir: str | Path = ".", spec_file: str | None = None, overr
         diags = import_diagnostics(spec, c)
         if diags:
             raise SpecError(diags)
-    return spec
+    return spec, verdict
+
+
+def settle(verdict: Verdict) -> None:
+    """After a failure while the verdict was pending: an invalid spec explains it (SpecError); an interrupt
+    stops the child; otherwise the failure stands."""
+    if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        verdict.abandon()
+        return
+    verdict.wait()
 
 
 def sensitive_diagnostics(c: Composed) -> list[Diagnostic]:

@@ -14,7 +14,7 @@ from mlspec.core.kind import Node, all_nodes, kinds
 from mlspec.fingerprint import Facts
 from mlspec.graph import StepInstance, expand
 from mlspec.hashing import HashCache
-from mlspec.load import load_spec
+from mlspec.load import Verdict, load_spec_deferred, settle
 from mlspec.lock import StateLock, lease_seconds
 from mlspec.plan import Plan, make_plan, select
 from mlspec.spec import Spec
@@ -33,17 +33,39 @@ class Project:
     artifacts: ArtifactStore
     cache: HashCache
 
+    verdict: Verdict | None = None  # with open(defer_validation=True): call valid() before acting on the spec
+
     @classmethod
     def open(cls, project_dir: str | Path = ".", spec_file: str | None = None, overrides: Sequence[str] = (),
-             *, check_imports: bool = False) -> "Project":
-        spec = load_spec(project_dir, spec_file, overrides, check_imports=check_imports)
+             *, check_imports: bool = False, defer_validation: bool = False) -> "Project":
+        """The project; with ``defer_validation`` a large spec is still being validated (mlspec.load.Verdict):
+        only pure work (its graph) may happen before :meth:`valid`."""
+        spec, verdict = load_spec_deferred(project_dir, spec_file, overrides, check_imports=check_imports,
+                                           defer=defer_validation)
         st = spec.storage
         loc = Location(st.state, st.options, spec.project_dir)
         return cls(spec=spec, overrides=tuple(overrides), spec_file=spec_file, state_loc=loc,
                    store=StateStore(loc, st.workspace),
                    lock=StateLock(loc, st.workspace, None if loc.local else lease_seconds(st.lock_lease)),
                    artifacts=ArtifactStore(st.artifacts, st.options, spec.project_dir),
-                   cache=HashCache(spec.project_dir / ".mlspec" / "cache" / "hashes.json"))
+                   cache=HashCache(spec.project_dir / ".mlspec" / "cache" / "hashes.json"), verdict=verdict)
+
+    def valid(self) -> None:
+        """Wait for a deferred validation: SpecError when the spec is invalid."""
+        if self.verdict is not None:
+            self.verdict.wait()
+
+    def nodes_then_valid(self) -> list[Node]:
+        """:meth:`nodes` built while the spec is validated, then the verdict (an invalid spec's problems
+        are reported rather than whatever building its graph ran into)."""
+        try:
+            nodes = self.nodes()
+        except BaseException:
+            if self.verdict is not None:
+                settle(self.verdict)
+            raise
+        self.valid()
+        return nodes
 
     @property
     def runs_loc(self) -> Location:

@@ -64,9 +64,10 @@ def preflight(project: Project, nodes, plan, console: Console, keep: dict | None
 
 
 def run(args, console: Console) -> int:
-    project = Project.open(args.project_dir, args.file, args.overrides)
+    # a large spec is validated in a child process while its graph is built (mlspec.load.Verdict)
+    project = Project.open(args.project_dir, args.file, args.overrides, defer_validation=True)
+    nodes = project.nodes_then_valid()
     wait_for_unlock(project, args.lock_timeout, console)
-    nodes = project.nodes()
     check_addresses(project, nodes, args.target, "--target")
     check_addresses(project, nodes, args.replace, "--replace")
     from mlspec.policies import enforce
