@@ -422,10 +422,17 @@ def parse_yaml(text: str, file: str, *, require_mapping: bool = True) -> YamlSou
     read = False
     try:
         if not maybe_aliases:
-            try:
-                src.data, read = _data_from_events(text), True
-            except Exception:  # noqa: BLE001 - anything unusual (or wrong): the general way below says what
-                src.data = None
+            from mlspec.yamlplain import Decline, load_plain
+
+            try:  # plain block YAML, line by line (mlspec.yamlplain); anything else: libyaml's events
+                src.data, read = load_plain(text, _Loader), True
+            except Decline:
+                pass
+            if not read:
+                try:
+                    src.data, read = _data_from_events(text), True
+                except Exception:  # noqa: BLE001 - anything unusual (or wrong): the general way below says what
+                    src.data = None
         if not read:
             loader = _Loader(text)
             try:

@@ -31,14 +31,15 @@ def _key(text: str) -> str:
     import xxhash
     import yaml
 
-    from mlspec import __version__, yamlsrc
+    from mlspec import __version__, yamlplain, yamlsrc
 
     h = xxhash.xxh3_128()
     h.update(FORMAT + b"\0" + __version__.encode() + b"\0" + yaml.__version__.encode() + b"\0")
-    try:  # the parser's own code: a changed loader (an installed upgrade, a developer's edit) is a miss
-        h.update(Path(yamlsrc.__file__).read_bytes())
-    except OSError:
-        h.update(b"?")
+    for module in (yamlsrc, yamlplain):  # the parsers' own code: an upgrade or a developer's edit is a miss
+        try:
+            h.update(Path(module.__file__).read_bytes())
+        except OSError:
+            h.update(b"?")
     h.update(text.encode("utf-8", "surrogatepass"))
     return h.hexdigest()
 
