@@ -80,7 +80,10 @@ def _known_valid(c: Composed) -> tuple[bool, str, list]:
     """(whether this composed spec passed validation before, its validation key, the remembered keys)."""
     import json
 
-    key = _validation_key(c)
+    try:
+        key = _validation_key(c)
+    except TypeError:  # keys JSON cannot sort (a number next to names): invalid, and not remembered
+        return False, "", []
     try:
         known = json.loads(_validated_cache(c).read_text())
     except (OSError, ValueError):
@@ -109,7 +112,7 @@ def validate_cached(c: Composed) -> list[Diagnostic]:
     if valid:
         return []
     diags = validate_composed(c)
-    if not diags:
+    if not diags and key:
         _remember_valid(c, key, known)
     return diags
 
@@ -136,11 +139,12 @@ class Verdict:
         self.fd = -1
 
     @classmethod
-    def start(cls, c: Composed) -> "Verdict":
+    def start(cls, c: Composed, *, recheck: bool = False) -> "Verdict":
+        """The verdict on ``c``: remembered (unless ``recheck``), or checked (in a child for a large spec)."""
         valid, key, known = _known_valid(c)
-        if valid:
+        if valid and not recheck:
             return cls(c, [])
-        v = cls(c, None, (key, known))
+        v = cls(c, None, (key, known) if key else None)
         steps = c.data.get("steps") if isinstance(c.data, dict) else None
         if not (sys.platform.startswith("linux") and isinstance(steps, dict) and len(steps) >= PARALLEL_MIN_STEPS
                 and v._fork()):
@@ -205,15 +209,20 @@ class Verdict:
                 diags = None
         self.diags = diags if isinstance(diags, list) else validate_composed(self.c)
 
-    def wait(self, extra: Sequence[Diagnostic] = ()) -> None:
-        """Raise SpecError when the spec is invalid (with ``extra``, problems the caller found); else return."""
+    def diagnostics(self) -> list[Diagnostic]:
+        """Every problem found (waiting for the child if it still works); a pass is remembered."""
         if self.diags is None:
             self._collect()
         if self.remember is not None and not self.diags:
             _remember_valid(self.c, *self.remember)
             self.remember = None
-        if self.diags or extra:
-            raise SpecError(sorted(set(self.diags) | set(extra)))
+        return self.diags
+
+    def wait(self, extra: Sequence[Diagnostic] = ()) -> None:
+        """Raise SpecError when the spec is invalid (with ``extra``, problems the caller found); else return."""
+        diags = self.diagnostics()
+        if diags or extra:
+            raise SpecError(sorted(set(diags) | set(extra)))
 
     def abandon(self) -> None:
         """Stop the child (the caller is ending: an interrupt)."""

@@ -91,3 +91,13 @@ def test_the_child_answers_what_validation_in_process_answers(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "2 problems"
+
+
+def test_a_number_as_a_key_is_an_error_not_a_crash(tmp_path, cli):
+    """`env: {1: x}`: the validation key (sorted JSON) cannot be computed; plan used to crash on it."""
+    for n in (3, N):  # checked in-process, and in the child
+        write_chain(tmp_path, n=n, extra={1: "env: {1: one}"})
+        for command in ("validate", "plan"):
+            out = cli(command, cwd=tmp_path)
+            assert out.returncode == 1 and "internal error" not in out.stderr, out.stderr
+            assert "steps.s00001.env.1: key 1 is a number, not text" in out.stderr

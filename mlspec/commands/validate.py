@@ -8,7 +8,7 @@ from mlspec.compose import compose
 from mlspec.console import Console
 from mlspec.errors import SpecError
 from mlspec.gcpause import outlive
-from mlspec.load import import_diagnostics, sensitive_diagnostics, validate_composed
+from mlspec.load import Verdict, import_diagnostics, masked_canonical, sensitive_diagnostics
 from mlspec.spec import build_spec
 
 
@@ -17,10 +17,23 @@ def run(args, console: Console) -> int:
     spec = c = None
     try:
         c = compose(args.project_dir, args.file, args.overrides)
-        diags = validate_composed(c) + sensitive_diagnostics(c)
+        # a large spec is checked in a child process while the Spec is built (mlspec.load.Verdict); the
+        # build may fail on an invalid spec: then the problems found say why
+        verdict = Verdict.start(c, recheck=True)
+        try:
+            built = build_spec(c.data, project_dir=c.sources.project_dir, spec_file=c.spec_file,
+                               sensitive=c.sensitive, choices=c.choices, canonical=masked_canonical(c))
+            failure = None
+        except Exception as exc:  # noqa: BLE001 - re-raised below unless the spec's problems explain it
+            built, failure = None, exc
+        except KeyboardInterrupt:
+            verdict.abandon()
+            raise
+        diags = verdict.diagnostics() + sensitive_diagnostics(c)
         if not diags:
-            spec = build_spec(c.data, project_dir=c.sources.project_dir, spec_file=c.spec_file,
-                              sensitive=c.sensitive, choices=c.choices)
+            if failure is not None:
+                raise failure
+            spec = built
             if args.check_imports:
                 diags = import_diagnostics(spec, c)
     except SpecError as exc:
