@@ -37,6 +37,7 @@ class Facts:
     drift: dict = field(default_factory=dict)  # step address -> [(output, project path, "modified"|"missing")]
     models: dict = field(default_factory=dict)  # the model kind's: recorded outputs and metrics of metrics steps
     images: dict = field(default_factory=dict)  # step name -> id (digest) of the image it pins with `image:`
+    selected: tuple | None = None  # (targets, the addresses they cover): worked out once, for make_plan too
 
     def to_dict(self) -> dict:
         return {"datasets": self.datasets, "code": self.code, "deps": _keyed(self.deps, self.secrets)}

@@ -84,9 +84,13 @@ class Project:
     def gather_facts(self, state: State, nodes: list[Node], targets: Sequence[str] = ()) -> Facts:
         """Each kind reads what its planned resources need (I/O happens here, never in make_plan)."""
         selected = select(nodes, targets)
-        facts = Facts(runcache=RunCacheView(self.artifacts))
+        facts = Facts(runcache=RunCacheView(self.artifacts), selected=(tuple(targets), selected))
+        by_kind: dict = {}
+        for n in nodes:
+            if n.address in selected:
+                by_kind.setdefault(n.kind, []).append(n)
         for k in kinds():
-            mine = [n for n in nodes if n.kind == k.name and n.address in selected]
+            mine = by_kind.get(k.name)
             if mine:
                 k.gather(self.spec, mine, state, self, facts)
         self.cache.save()
