@@ -46,6 +46,8 @@ def test_an_invalid_large_spec_reports_what_validate_reports_and_writes_nothing(
     assert "internal error" not in plan.stderr and "Traceback" not in plan.stderr
     assert "steps.s01500.retries" in validate.stderr and "nope" in validate.stderr
     assert plan.stderr == validate.stderr
+    apply = run_cli("apply", "--auto-approve", cwd=tmp_path)
+    assert apply.returncode == 1 and apply.stderr == validate.stderr  # before any lock, run record or step
     assert not (tmp_path / ".mlspec" / "state").exists()
     assert not (tmp_path / ".mlspec" / "cache" / "validated.json").exists()
 

@@ -14,6 +14,7 @@ import sys
 from mlspec.commands.plan import check_addresses, emit, load_planfile, preflight, public_plan
 from mlspec.console import Console
 from mlspec.errors import EXIT_ERROR, EXIT_INTERRUPTED, MlspecError
+from mlspec.gcpause import outlive
 from mlspec.project import Project
 from mlspec.runs import new_run_id
 from mlspec.sensitive import is_masked_override, mask_overrides
@@ -74,7 +75,10 @@ def run(args, console: Console) -> int:
         overrides = _resupply_secrets(list(bundle["overrides"]), overrides[1:])
         if bundle.get("spec_file"):
             args.file = bundle["spec_file"]
-    project = Project.open(args.project_dir, args.file, overrides)
+    # a large spec is validated in a child process while its graph is built (mlspec.load.Verdict); the lock is
+    # taken only for a valid spec
+    project = Project.open(args.project_dir, args.file, overrides, defer_validation=True)
+    nodes = project.nodes_then_valid()
     run_id = new_run_id()
     lock_timeout = parse_duration(args.lock_timeout) if args.lock_timeout not in ("0", "0s") else 0.0
     project.lock.acquire("apply", run_id, timeout=lock_timeout)
@@ -84,13 +88,13 @@ def run(args, console: Console) -> int:
 
     old_term = signal.signal(signal.SIGTERM, _term)
     try:
-        return _apply_locked(args, console, project, bundle, overrides, run_id)
+        return _apply_locked(args, console, project, bundle, overrides, run_id, nodes)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         project.lock.release()
 
 
-def _apply_locked(args, console, project: Project, bundle, overrides, run_id) -> int:
+def _apply_locked(args, console, project: Project, bundle, overrides, run_id, nodes) -> int:
     from mlspec.core.apply import apply, keep_project_files, prepare
     from mlspec.views.apply import ConsoleApplyView, JsonApplyView
 
@@ -100,10 +104,10 @@ def _apply_locked(args, console, project: Project, bundle, overrides, run_id) ->
     if bundle is not None:
         targets = list(bundle["plan"].get("targets") or [])
         replace = list(bundle["plan"].get("replace") or [])
-    nodes = project.nodes()
     check_addresses(project, nodes, targets, "--target")
     check_addresses(project, nodes, replace, "--replace")
     prepared = prepare(project, view, run_id, targets=targets, replace=replace, saved=bundle, nodes=nodes)
+    outlive(project, nodes, prepared)  # reclaimed with the process, not object by object (mlspec.gcpause)
     plan = prepared.plan
     backends: dict = {}
     try:
