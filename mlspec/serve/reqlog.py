@@ -150,18 +150,21 @@ def encode_segment(columns: dict, version, dtypes: dict) -> bytes:
     return json.dumps(header, separators=(",", ":"), default=str).encode() + b"\n" + body + b"\n"
 
 
-def _segment_parts(header: dict, records: list) -> list:
-    """A format-2 segment as a list of bytes (header line, ``[``, the records joined by commas, ``]``): the
-    body's checksum is computed over the parts, never over a joined copy."""
+def _segment_parts(header: dict, items) -> list:
+    """A format-2 segment as a list of bytes (header line, ``[``, the records joined by commas, ``]``) from the
+    buffered ``(ts, rows, payload, size)`` items: a payload is a record's bytes, or a /predict request's
+    ``(body, answer)``, framed here. The body's checksum is computed over the parts, never over a joined copy."""
     import xxhash
 
     from mlspec.hashing import ALGO
 
     body = [b"["]
-    for rec in records:
-        body.append(rec)
-        body.append(b",")
-    body[-1] = b"]"
+    for ts, rows, payload, _size in items:
+        if type(payload) is tuple:
+            body += (b'[%.6f,%d,"i",' % (ts, rows), payload[0], b",", payload[1], b"],")
+        else:
+            body += (payload, b",")
+    body[-1] = body[-1][:-1] + b"]" if len(body[-1]) > 1 else b"]"
     h = xxhash.xxh3_128()
     for part in body:
         h.update(part)
@@ -266,7 +269,8 @@ class RequestLog:
         """A ``POST /predict`` request: its body ``{"instances": [...]}`` and its answer
         ``{"predictions": [...]}``, both JSON, kept as they are (the columns are built when the log is read)."""
         ts = ts if ts is not None else time.time()
-        self._append(ts, rows, b"[%.6f,%d,\"i\",%b,%b]" % (ts, rows, request, answer))
+        # no copy here: the body and the answer are kept as they are, framed only when the segment is written
+        self._append(ts, rows, (request, answer), len(request) + len(answer) + 40)
 
     def add(self, columns: dict, predictions, rows: int, ts: float | None = None) -> None:
         """Decoded columns ({name: numpy array}) and their predictions (v2 inference)."""
@@ -276,23 +280,24 @@ class RequestLog:
         preds = predictions.reshape(rows, -1) if getattr(predictions, "ndim", 1) > 1 else predictions
         data = orjson.dumps({n: _plain(a) for n, a in columns.items()}, option=orjson.OPT_SERIALIZE_NUMPY)
         out = orjson.dumps(_plain(preds), option=orjson.OPT_SERIALIZE_NUMPY)
-        self._append(ts, rows, b"[%.6f,%d,\"c\",%b,%b]" % (ts, rows, data, out))
+        record = b"[%.6f,%d,\"c\",%b,%b]" % (ts, rows, data, out)
+        self._append(ts, rows, record, len(record))
 
-    def _append(self, ts: float, rows: int, record: bytes) -> None:
+    def _append(self, ts: float, rows: int, payload, size: int) -> None:
         with self._lock:
-            self._buf.append((ts, rows, record))
+            self._buf.append((ts, rows, payload, size))
             self._rows += rows
-            self._bytes += len(record)
+            self._bytes += size
             self._bound()
             full = self._rows >= self.flush_rows
-        if full:
+        if full and not self._wake.is_set():  # set once: the thread may sleep out MIN_FLUSH_INTERVAL first
             self._wake.set()
 
     def _bound(self) -> None:
         while (self._rows > self.max_buffer_rows or self._bytes > self.max_buffer_bytes) and len(self._buf) > 1:
-            _ts, rows, record = self._buf.popleft()
+            _ts, rows, _payload, size = self._buf.popleft()
             self._rows -= rows
-            self._bytes -= len(record)
+            self._bytes -= size
             self.dropped_rows += rows
 
     # --- the background thread -----------------------------------------------------------------------------
@@ -332,7 +337,7 @@ class RequestLog:
             first, last = items[0][0], items[-1][0]
             header = {"rows": rows, "requests": len(items), "version": self.version, "columns": list(self.dtypes),
                       "dtypes": self.dtypes, "positional": self.positional}
-            parts = _segment_parts(header, [it[2] for it in items])
+            parts = _segment_parts(header, items)
             self._seq += 1
             name = f"{PREFIX}{int(first * 1e9):020d}-{int(last * 1e9):020d}-{os.getpid()}-{self._seq:06d}.json"
             self._store.write_parts(name, parts)
