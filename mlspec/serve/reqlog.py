@@ -22,11 +22,12 @@ The writer deletes the oldest segments while their total size is over ``max_byte
 always kept); it lists the store when what it wrote since its last listing could pass ``max_bytes``, and at
 least every 30 s (other replicas write there too).
 
-The writer (``RequestLog``) never runs on a request's path: a request appends one record (bytes) to an
-in-memory buffer, and a background thread writes a segment every ``flush_seconds`` or once ``flush_rows``
-rows are buffered, at most one segment per 0.25 s. Writing a segment is a join of those bytes, a checksum
-and a write, all in C (the write releases the GIL): the thread takes the interpreter from the event loop
-for well under a millisecond per segment, whatever the rows. The buffer is bounded (``max(10 * flush_rows,
+The writer (``RequestLog``) never runs on a request's path: a request appends its record to an in-memory
+buffer (for /predict, the body and answer objects themselves: no copy), and a background thread writes a
+segment every ``flush_seconds`` or once ``flush_rows`` rows are buffered, at most one segment per 0.25 s.
+Writing a segment frames the records (a few bytes per request), checksums the parts and writes them with
+one ``writev`` (no joined copy; the write releases the GIL): about a microsecond of the interpreter per
+request, whatever its rows, instead of the columnar encoding of earlier versions. The buffer is bounded (``max(10 * flush_rows,
 200,000)`` rows and ``max_buffer_bytes``): when storage is slow or failing the oldest requests are dropped
 and counted, and requests never wait for storage.
 """
