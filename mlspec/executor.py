@@ -136,9 +136,11 @@ class Executor:
 
     # --- the loop -------------------------------------------------------------------------------
     def execute(self) -> dict[str, Outcome]:
-        for k in kinds():
-            k.begin(self.run, [ch for a, ch in sorted(self.planned.items()) if ch.kind == k.name and a in self.by_addr])
+        """Begin every kind (slow preparations may start now), run, end every kind whatever happened."""
         try:
+            for k in kinds():
+                k.begin(self.run, [ch for a, ch in sorted(self.planned.items()) if ch.kind == k.name
+                                   and a in self.by_addr])
             return self._execute()
         finally:
             for k in kinds():
