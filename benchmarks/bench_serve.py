@@ -10,7 +10,10 @@ One worker each, on loopback, the same LogisticRegression (3 columns, generated 
 
 Load: `wrk` (2 threads, 8 connections, keep-alive) for --duration seconds per run after a warm-up, 1-row
 and 100-row requests; servers run one at a time and the rounds alternate them, the median round is
-reported. Cold start: process start to the ready line (median of --repeat starts).
+reported. Cold start: process start to the ready line (median of --repeat starts). Request logging, in-process:
+the ASGI app with the log off and on in adjacent batches of about a segment each (the order alternating, a new
+body per request as a server reads it; process time, the log's thread included), the median of the pairs'
+ratios; and the log's own CPU per request measured alone (RequestLog.add_raw, then the segment's write).
 
 The peers live in their own venv, benchmarks/.work/serve-peers (created on first use: pip install mlserver
 mlserver-sklearn uvloop==0.21.0 mlflow); when it cannot be created they are skipped with a note. The peer
