@@ -136,6 +136,17 @@ class Executor:
 
     # --- the loop -------------------------------------------------------------------------------
     def execute(self) -> dict[str, Outcome]:
+        """Begin every kind (slow preparations may start now), run, end every kind whatever happened."""
+        try:
+            for k in kinds():
+                k.begin(self.run, [ch for a, ch in sorted(self.planned.items()) if ch.kind == k.name
+                                   and a in self.by_addr])
+            return self._execute()
+        finally:
+            for k in kinds():
+                k.end(self.run)
+
+    def _execute(self) -> dict[str, Outcome]:
         self.destroy()
         pending = {n.address: n for n in self.nodes}
         running: dict = {}  # future -> (node, change, submit)

@@ -349,3 +349,44 @@ def test_a_port_in_use_fails_the_deployment_in_one_line(dep_project):
     while process_alive(status["pid"]) and time.time() < deadline:
         time.sleep(0.05)
     assert not process_alive(status["pid"])  # the supervisor that could not listen is gone
+
+
+def processes_in(root) -> list:
+    """Pids of the processes whose working directory is ``root`` (a supervisor and its workers run there)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.path.realpath(os.readlink(f"/proc/{entry}/cwd")) == os.path.realpath(root):
+                    out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def test_a_create_takes_the_worker_started_ahead_and_a_failed_apply_leaves_no_process(dep_project):
+    """The supervisor of a deployment being created starts when the apply starts executing, with a standby
+    worker importing while the steps run; an apply that fails before the deploy stops them both."""
+    p = dep_project
+    port = free_port()
+    write_spec(p, port=port)
+    p.write("src/dp/steps.py", STEPS.replace("    rng = np.random.default_rng(seed)",
+                                             "    raise RuntimeError('no data today')"))
+    r = p.apply()
+    assert r.returncode == 1 and "no data today" in r.stdout + r.stderr
+    deadline = time.time() + 10
+    while processes_in(p.root) and time.time() < deadline:
+        time.sleep(0.1)
+    assert processes_in(p.root) == [] and not port_open(port)
+    assert not (p.root / ".mlspec/services/default/api").exists()
+
+    p.write("src/dp/steps.py", STEPS)
+    r = p.apply()
+    p.remember()
+    assert r.returncode == 0, r.stdout + r.stderr
+    svc = deployment(p)["service"]
+    log = (p.root / ".mlspec/services/default/api/service.log").read_text()
+    assert f"standby worker (pid {svc['replicas'][0]['pid']}) importing" in log, log
+    assert request(port, "POST", "/predict", {"instances": [{"x1": 2.0, "x2": 1.0}]}) == (200, {"predictions": [1]})
+    assert p.run("destroy", "--auto-approve").returncode == 0
+    assert processes_in(p.root) == [] and not port_open(port)

@@ -309,6 +309,28 @@ def test_load_failures_are_one_json_line_and_exit_1(tmp_path):
         start_worker(str(cfg))
 
 
+def test_skops_still_refuses_untrusted_types_with_the_lean_import(tmp_path):
+    """The worker imports skops without its estimator table (import_skops_lean): a scikit-learn model loads,
+    a file holding a type nobody trusted (a function) is refused, one line naming the type."""
+    import operator
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    df = training_frame()
+    x = df[["age", "income", "tenure"]]
+    risky = make_pipeline(FunctionTransformer(operator.neg), numeric_model()).fit(x, df["churned"])
+    store_url, digest = store_model(risky, tmp_path)
+    with pytest.raises(WorkerFailed, match=r"holds types that are not trusted: _operator\.neg"):
+        start_worker(str(write_config(tmp_path / "w.json", store_url, digest)))
+    code = ("import sys; from mlspec.serve.model import import_skops_lean; import_skops_lean(); "
+            "from skops.io import _trusted_types as t; import sklearn.utils; "
+            "print(len(t.SKLEARN_ESTIMATOR_TYPE_NAMES), sklearn.utils.all_estimators.__name__, "
+            "'sklearn.gaussian_process' in sys.modules, 'pytest' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["0", "all_estimators", "False", "False"], out.stderr  # lean, and put back
+
+
 def test_the_worker_imports_only_what_serving_needs(served):
     code = ("import sys, json; from mlspec.serve import worker, app, config, model, reqlog; "
             f"a = app.make_app(config.read({str(served['cfg'])!r})); "

@@ -162,3 +162,40 @@ def test_v2_binary_tensors_with_text_and_bool(typed_app):
     status, _, doc = call(typed_app, "POST", "/v2/models/m/infer", body[:-3],
                           {"inference-header-content-length": str(json_size)})
     assert status == 422 and "input 'score'" in doc["error"]
+
+
+def test_typed_columns_through_predict_and_binary_v2_are_logged_and_read_back(tmp_path):
+    """Both record kinds of the request log with bool, datetime, text and float32 columns: a /predict body
+    kept as sent and a binary v2 request kept as decoded columns, read back typed by read_requests."""
+    import tritonclient.http as th
+    from sklearn.dummy import DummyClassifier
+    from tritonclient.http._utils import _get_inference_request
+
+    from mlspec.serve.reqlog import read_requests
+
+    X = pd.DataFrame({"active": [True, False], "since": pd.to_datetime(["2024-01-01", "2024-02-01"]),
+                      "plan": ["a", "b"], "score": np.array([1.5, 2.5], dtype="float32")})
+    model = DummyClassifier(strategy="most_frequent").fit(X, ["yes", "yes"])
+    sig = {"inputs": [{"name": "active", "dtype": "bool"}, {"name": "since", "dtype": "datetime64[ns]"},
+                      {"name": "plan", "dtype": "object"}, {"name": "score", "dtype": "float32"}],
+           "output": {"name": "label", "dtype": "object"}}
+    cfg = {**config(sig), "log": {"url": str(tmp_path / "log"), "flush_rows": 10_000, "flush_seconds": 3600}}
+    app = make_app(cfg, model=model)
+    assert predict(app, [{"active": False, "since": "2024-05-01T10:30:00", "plan": "b", "score": 2}])[0] == 200
+    inputs = []
+    for name, dt, values in (("active", "BOOL", np.array([True])), ("since", "BYTES", np.array(["2024-06-30"],
+                                                                                                dtype=object)),
+                             ("plan", "BYTES", np.array(["ü"], dtype=object)),
+                             ("score", "FP32", np.array([0.5], dtype="float32"))):
+        t = th.InferInput(name, [1], dt)
+        t.set_data_from_numpy(values, binary_data=True)
+        inputs.append(t)
+    body, json_size = _get_inference_request(inputs, "", None, 0, False, False, 0, None, None)
+    status, _, doc = call(app, "POST", "/v2/models/m/infer", body, {"inference-header-content-length": str(json_size)})
+    assert status == 200, doc
+    assert app.reqlog.flush() == 2
+    df = read_requests(str(tmp_path / "log"))
+    assert df["active"].tolist() == [False, True] and df["plan"].tolist() == ["b", "ü"]
+    assert df["since"].tolist() == [pd.Timestamp("2024-05-01T10:30:00"), pd.Timestamp("2024-06-30")]
+    assert str(df["score"].dtype) == "float32" and df["score"].tolist() == [2.0, 0.5]
+    assert df["_prediction"].tolist() == ["yes", "yes"]

@@ -139,3 +139,73 @@ def test_a_worker_with_store_and_log_on_s3_keeps_its_credentials_secret(s3, aws_
     fs = s3fs.S3FileSystem(endpoint_url=s3, key="testing", secret=secret)
     for key in fs.find("team/serve/requests"):
         assert secret.encode() not in fs.cat(key)
+
+
+def test_predict_bodies_are_logged_as_sent_and_read_back_as_typed_columns(tmp_path):
+    """Format 2: a /predict record keeps the request's body and the answer byte for byte (here pretty-printed,
+    with ints for a float column); the columns are built on read, alongside decoded-column records."""
+    log = RequestLog(str(tmp_path / "log"), version=3, dtypes={"age": "int64", "income": "float64"},
+                     flush_rows=10_000, flush_seconds=3600)
+    body = json.dumps({"instances": [{"income": 10, "age": 30}, {"age": 31, "income": 2.5}]}, indent=2).encode()
+    log.add_raw(body, b'{"predictions":[1,0]}', 2, 1_000.0)
+    log.add({"age": np.array([32], dtype="int64"), "income": np.array([7.25])}, np.array([1]), 1, 1_001.0)
+    assert log.flush() == 3
+    (seg,) = list((tmp_path / "log").iterdir())
+    header = json.loads(seg.read_bytes().partition(b"\n")[0])
+    assert header["mlspec_request_log"] == 2 and header["rows"] == 3 and header["requests"] == 2
+    assert body in seg.read_bytes()  # as sent: nothing was encoded on the request's path
+    df = read_requests(str(tmp_path / "log"))
+    assert df["age"].tolist() == [30, 31, 32] and df["income"].tolist() == [10.0, 2.5, 7.25]
+    assert str(df["age"].dtype) == "int64" and str(df["income"].dtype) == "float64"
+    assert df["_prediction"].tolist() == [1, 0, 1] and df["_ts"].tolist() == [1_000.0, 1_000.0, 1_001.0]
+    assert (df["_version"] == 3).all()
+
+
+def test_positional_rows_are_read_back_by_position(tmp_path):
+    log = RequestLog(str(tmp_path / "log"), version=1, dtypes={"x0": "number", "x1": "number"}, positional=True,
+                     flush_rows=10_000, flush_seconds=3600)
+    log.add_raw(b'{"instances":[[1,2.5],[3,4]]}', b'{"predictions":[0.5,0.25]}', 2, 5.0)
+    log.flush()
+    df = read_requests(str(tmp_path / "log"))
+    assert df["x0"].tolist() == [1, 3] and df["x1"].tolist() == [2.5, 4] and df["_prediction"].tolist() == [0.5, 0.25]
+
+
+def test_segments_of_the_first_format_are_still_read(tmp_path):
+    from mlspec.serve.reqlog import encode_segment
+
+    d = tmp_path / "log"
+    d.mkdir()
+    old = encode_segment({"age": np.array([1, 2], dtype="int64"), "income": np.array([0.5, 1.5]),
+                          "_prediction": np.array([0, 1]), "_ts": np.array([10.0, 10.0])}, 2,
+                         {"age": "int64", "income": "float64"})
+    (d / "seg-00000000010000000000-00000000010000000000-1-000001.json").write_bytes(old)
+    log = RequestLog(str(d), version=3, dtypes={"age": "int64", "income": "float64"}, flush_rows=10_000,
+                     flush_seconds=3600)
+    log.add_raw(b'{"instances":[{"age":3,"income":2.5}]}', b'{"predictions":[1]}', 1, 20.0)
+    log.flush()
+    df = read_requests(str(d))
+    assert df["age"].tolist() == [1, 2, 3] and df["_version"].tolist() == [2, 2, 3]
+    assert df["_prediction"].tolist() == [0, 1, 1] and str(df["age"].dtype) == "int64"
+
+
+def test_a_record_that_does_not_fit_its_header_skips_the_segment_with_a_warning(tmp_path):
+    log = RequestLog(str(tmp_path / "log"), version=1, dtypes={"age": "int64"}, flush_rows=10_000,
+                     flush_seconds=3600)
+    log.add_raw(b'{"instances":[{"age":1},{"age":2}]}', b'{"predictions":[1]}', 2, 1.0)  # 2 rows, 1 prediction
+    log.flush()
+    log.add_raw(b'{"instances":[{"age":5}]}', b'{"predictions":[0]}', 1, 2.0)
+    log.flush()
+    with pytest.warns(UserWarning, match="rows do not match"):
+        df = read_requests(str(tmp_path / "log"))
+    assert df["age"].tolist() == [5]
+
+
+def test_the_buffer_is_bounded_in_bytes_too(tmp_path):
+    log = RequestLog(str(tmp_path / "log"), dtypes={"age": "int64"}, flush_rows=10_000, flush_seconds=3600,
+                     max_buffer_bytes=1_000)
+    body = b'{"instances":[{"age":1}]}'
+    for i in range(100):
+        log.add_raw(body, b'{"predictions":[0]}', 1, float(i))
+    assert log.dropped_rows > 0 and log._bytes <= 1_000
+    assert log.flush() == 100 - log.dropped_rows
+    assert read_requests(str(tmp_path / "log"))["_ts"].iloc[-1] == 99.0  # the newest kept

@@ -39,6 +39,8 @@ RESTART_LIMIT = 5  # crashes of one replica within RESTART_WINDOW: stop restarti
 RESTART_WINDOW = 60.0
 #: a unix socket path: the supervisor takes its listening socket over from the one offering it there
 INHERIT_ENV = "MLSPEC_SERVE_INHERIT"
+#: "1": the supervisor starts a standby worker (``--standby``) at once, which imports while the apply goes on
+STANDBY_ENV = "MLSPEC_SERVE_STANDBY"
 
 
 # --- shared helpers (both sides) -------------------------------------------------------------------
@@ -129,6 +131,7 @@ class Supervisor:
         self.last: dict = {}
         self.stopping = False
         self.started = time.time()
+        self.standby = None  # (Popen, status fd, unix socket) of a worker importing ahead of the first deploy
 
     # -- status --
     def write_status(self, state: str = "running") -> None:
@@ -153,6 +156,72 @@ class Supervisor:
                                 preexec_fn=_die_with_parent(os.getpid()))
         os.close(w)
         return _Worker(proc, r, msg["generation"], msg.get("version"), index)
+
+    def spawn_standby(self) -> None:
+        """Start a worker that imports what serving needs now and takes its config, environment and socket
+        later (``--standby``): the first deploy then waits only for the model to load."""
+        import socket
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        r, w = os.pipe()
+        try:
+            cmd = [sys.executable, "-m", WORKER_MODULE, "--standby", str(theirs.fileno()), "--status-fd", str(w)]
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=sys.stderr,
+                                    pass_fds=(theirs.fileno(), w), env=self.env,
+                                    preexec_fn=_die_with_parent(os.getpid()))
+        except OSError as exc:
+            ours.close()
+            os.close(r)
+            self.log(f"no standby worker: {exc}")
+            return
+        finally:
+            theirs.close()
+            os.close(w)
+        self.standby = (proc, r, ours)
+        self.log(f"standby worker (pid {proc.pid}) importing")
+
+    def take_standby(self, msg: dict, cfg_path: str, index: int):
+        """The standby worker, handed the config, the environment and the listening socket; None when there
+        is none or it does not fit this deploy (another interpreter or directory): a worker is spawned."""
+        import socket
+
+        sb, self.standby = self.standby, None
+        if sb is None:
+            return None
+        proc, r, ours = sb
+        fits = (proc.poll() is None and (msg.get("python") or sys.executable) == sys.executable
+                and os.path.realpath(msg.get("cwd") or os.getcwd()) == os.path.realpath(os.getcwd()))
+        if fits:
+            try:
+                socket.send_fds(ours, [json.dumps({"config": cfg_path, "env": msg.get("env") or {}}).encode()],
+                                [self.sock.fileno()])
+            except OSError as exc:
+                self.log(f"standby worker (pid {proc.pid}) not reachable: {exc}")
+                fits = False
+        ours.close()
+        if not fits:
+            self.discard_standby((proc, r, None))
+            return None
+        return _Worker(proc, r, msg["generation"], msg.get("version"), index)
+
+    def discard_standby(self, sb=None) -> None:
+        sb = sb or self.standby
+        if sb is None:
+            return
+        if sb is self.standby:
+            self.standby = None
+        proc, r, ours = sb
+        if ours is not None:
+            ours.close()  # the standby worker reads end-of-file and exits 0
+        try:
+            proc.wait(2.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        try:
+            os.close(r)
+        except OSError:
+            pass
 
     def wait_ready(self, workers: list, timeout: float) -> str:
         """'' when every worker said ready; else what went wrong (the workers are left to the caller)."""
@@ -305,7 +374,7 @@ class Supervisor:
         error = ""
         try:
             for i in range(int(msg.get("replicas") or 1)):
-                new.append(self.spawn(msg, cfg_path, i))
+                new.append((i == 0 and self.take_standby(msg, cfg_path, i)) or self.spawn(msg, cfg_path, i))
             error = self.wait_ready(new, float(msg.get("ready_timeout") or 300))
         except OSError as exc:
             error = f"cannot start a replica: {exc}"
@@ -390,6 +459,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         fifo = os.open(os.path.join(self.run_dir, CONTROL), os.O_RDWR | os.O_NONBLOCK)
+        if os.environ.get(STANDBY_ENV) == "1":
+            self.spawn_standby()
         buf = b""
         code = 0
         try:
@@ -422,6 +493,7 @@ class Supervisor:
                             break
                 self.reap()
         finally:
+            self.discard_standby()
             self.stop_workers(self.workers, float(self.desired.get("drain_seconds") or 10) + 5)
             self.workers = []
             if self.sock is not None:
@@ -528,25 +600,79 @@ def _message(op: str, service, generation: int, python: str, cwd: str) -> dict:
             "ready_timeout": service.ready_timeout, "python": python, "cwd": cwd, "env": dict(service.env)}
 
 
-def deploy(project_dir, service, python: str | None = None) -> dict:
-    """Start a supervisor for ``service`` and wait until its replicas are ready; the record."""
+#: supervisors started ahead of their deploy by this process (``prestart``): run dir -> Popen
+_PRESTARTED: dict = {}
+
+
+def _start_supervisor(project_dir, run_dir: str, standby: bool) -> subprocess.Popen:
     import shutil
 
-    BackendError, _ = _errors()
-    run_dir = run_dir_of(project_dir, service)
-    old = read_status(run_dir)
-    if old and same_process(old.get("pid"), old.get("started")) and old.get("state") not in ("stopped", "failed"):
-        remove({"run_dir": run_dir, "supervisor": {"pid": old["pid"], "started": old.get("started")},
-                "replicas": old.get("workers") or []})
     shutil.rmtree(run_dir, ignore_errors=True)
     os.makedirs(run_dir, mode=0o700)
     os.mkfifo(os.path.join(run_dir, CONTROL), 0o600)
-    python = python or sys.executable
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if standby:
+        env[STANDBY_ENV] = "1"
+    else:
+        env.pop(STANDBY_ENV, None)
     with open(os.path.join(run_dir, LOG), "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mlspec.backends.local_service", run_dir],
+        return subprocess.Popen([sys.executable, "-m", "mlspec.backends.local_service", run_dir],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=str(project_dir),
                                 start_new_session=True)
+
+
+def _alive_supervisor(run_dir: str) -> dict | None:
+    old = read_status(run_dir)
+    if old and same_process(old.get("pid"), old.get("started")) and old.get("state") not in ("stopped", "failed"):
+        return old
+    return None
+
+
+def prestart(project_dir, workspace: str, name: str) -> bool:
+    """Start the supervisor of a deployment this apply is about to create, with a standby worker importing
+    what serving needs while the apply still plans, trains and registers: ``deploy`` then hands it the model
+    version. False (nothing started) when a supervisor already runs there. ``cancel_prestarted`` stops what
+    no deploy took (the apply's end)."""
+    from types import SimpleNamespace
+
+    run_dir = run_dir_of(project_dir, SimpleNamespace(workspace=workspace, name=name))
+    if run_dir in _PRESTARTED or _alive_supervisor(run_dir):
+        return False
+    _PRESTARTED[run_dir] = _start_supervisor(project_dir, run_dir, standby=True)
+    return True
+
+
+def cancel_prestarted() -> None:
+    """Stop the supervisors ``prestart`` started and no deploy took (their standby workers with them)."""
+    import shutil
+
+    while _PRESTARTED:
+        run_dir, proc = _PRESTARTED.popitem()
+        if proc.poll() is None:
+            proc.terminate()  # the supervisor stops its standby worker and exits
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid)
+                proc.wait()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def deploy(project_dir, service, python: str | None = None) -> dict:
+    """Start a supervisor for ``service`` (or take the one ``prestart`` started) and wait until its replicas
+    are ready; the record."""
+    BackendError, _ = _errors()
+    run_dir = run_dir_of(project_dir, service)
+    proc = _PRESTARTED.pop(run_dir, None)
+    if proc is not None and proc.poll() is not None:
+        proc = None  # it died: start afresh
+    if proc is None:
+        old = _alive_supervisor(run_dir)
+        if old:
+            remove({"run_dir": run_dir, "supervisor": {"pid": old["pid"], "started": old.get("started")},
+                    "replicas": old.get("workers") or []})
+        proc = _start_supervisor(project_dir, run_dir, standby=False)
+    python = python or sys.executable
     proc.returncode = 0  # detached on purpose: never waited for by this process (no ResourceWarning)
     try:
         _send(run_dir, _message("deploy", service, 1, python, str(project_dir)), proc.pid)
@@ -661,7 +787,8 @@ def remove(record, timeout: float | None = None) -> None:
     while any(same_process(r.get("pid"), r.get("started")) for r in record.get("replicas") or ()) \
             and time.monotonic() < deadline:
         time.sleep(0.02)
-    if run_dir and os.path.basename(os.path.dirname(os.path.dirname(run_dir))) == "services":
+    if run_dir and os.path.basename(os.path.dirname(os.path.dirname(run_dir))) == "services" \
+            and run_dir not in _PRESTARTED:  # a recreate's supervisor, started ahead, already lives there
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

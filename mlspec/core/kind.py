@@ -162,6 +162,14 @@ class ResourceKind:
     def cancel_all(self, run) -> None:
         """Ctrl-C: stop everything this kind submitted."""
 
+    def begin(self, run, changes: list) -> None:
+        """The apply starts executing; ``changes``: this kind's changes it will carry out. A kind may start
+        slow preparations here (the deployment kind starts its services' workers importing); best effort, and
+        ``end`` undoes what no ``start`` took."""
+
+    def end(self, run) -> None:
+        """The apply's execution is over (finished, failed or interrupted)."""
+
     # --- views ----------------------------------------------------------------------------------
     def verdict_text(self, change: Mapping) -> str:
         """The words after the address in the text plan (``change`` is the plan's JSON form)."""

@@ -229,6 +229,34 @@ class DeploymentKind(ResourceKind):
                       self._before(record), None)
 
     # --- applying -------------------------------------------------------------------------------
+    def begin(self, run, changes: list) -> None:
+        """A deployment this apply creates on the local backend gets its supervisor now, with a worker that
+        imports scikit-learn, skops and uvicorn (most of a cold start) while the apply plans, trains and
+        registers the model on the other core; ``start`` then hands it the version (docs/serving.md, "Cold
+        start"). Best effort: anything that fails here is done again by the deploy."""
+        for ch in changes:
+            if ch.action is not Action.CREATE:
+                continue
+            dep = run.spec.deployments.get(ch.address.split(".", 1)[1])
+            if dep is None:
+                continue
+            cfg = backend_config(run.spec, dep)
+            if cfg.type != "local" or (cfg.settings or {}).get("python"):
+                continue
+            try:
+                from mlspec.backends import local_service
+
+                local_service.prestart(run.spec.project_dir, run.spec.storage.workspace, dep.name)
+            except Exception:  # noqa: BLE001 - an optimisation only: the deploy starts its supervisor itself
+                pass
+
+    def end(self, run) -> None:
+        import sys
+
+        local_service = sys.modules.get("mlspec.backends.local_service")
+        if local_service is not None:
+            local_service.cancel_prestarted()
+
     def start(self, node: Node, change: Change, run) -> Done:
         from mlspec.backends.api import BackendError
         from mlspec.errors import MlspecError

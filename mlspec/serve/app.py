@@ -267,8 +267,10 @@ class App:
         except BadInput as exc:
             raise HTTPError(422, str(exc)) from None
         preds = self._call_model(cols)
-        self._record(cols, preds, n)
-        return orjson.dumps({"predictions": _jsonable(preds)}, option=orjson.OPT_SERIALIZE_NUMPY)
+        answer = orjson.dumps({"predictions": _jsonable(preds)}, option=orjson.OPT_SERIALIZE_NUMPY)
+        if self.reqlog is not None:  # the validated body and the answer as they are: no encoding here
+            self.reqlog.add_raw(body, answer, n, time.time())
+        return answer
 
     def _call_model(self, cols: dict) -> np.ndarray:
         try:
@@ -501,7 +503,7 @@ def make_app(config, model=None) -> App:
         from mlspec.serve.reqlog import RequestLog
 
         reqlog = RequestLog(cfg.log["url"], cfg.log.get("options"), version=cfg.version,
-                            dtypes={c.name: c.dtype for c in sig.columns},
+                            dtypes={c.name: c.dtype for c in sig.columns}, positional=sig.positional,
                             max_bytes=cfg.log["max_bytes"], flush_rows=cfg.log["flush_rows"],
                             flush_seconds=cfg.log["flush_seconds"])
     return App(served, name=cfg.model, version=cfg.version, max_body_bytes=cfg.max_body_bytes,

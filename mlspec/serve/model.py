@@ -305,6 +305,8 @@ def load_model(artifact: dict, store_url: str, store_options: dict | None = None
     digest, fmt = artifact.get("hash"), artifact.get("format") or "skops"
     if not digest:
         raise LoadError("the config's artifact has no hash")
+    if fmt == "skops":
+        import_skops_lean()
     store = ArtifactStore(store_url, store_options or None)
     cache = os.environ.get("MLSPEC_SERVE_CACHE") or None
     path = store.local_path(digest, cache)
@@ -312,3 +314,30 @@ def load_model(artifact: dict, store_url: str, store_options: dict | None = None
         return formats.load(fmt, path, "object", artifact.get("load_args") or None)
     except formats.FormatError as exc:
         raise LoadError(str(exc)) from None
+
+
+def import_skops_lean() -> None:
+    """Import ``skops.io`` without the table of every scikit-learn estimator it builds at import.
+
+    skops computes its default trusted types by calling scikit-learn's ``all_estimators()``, which imports
+    every module of scikit-learn (and pytest, through ``sklearn.utils._testing``): 0.3-0.45 s of the worker's
+    start, for a list a worker never needs. Here ``all_estimators`` answers ``[]`` for the time of that import
+    only, so skops' default list holds no scikit-learn estimator. What a load trusts does not change: mlspec's
+    loader (``mlspec.formats``) passes the ``sklearn.*`` types found in the file as trusted itself, as it
+    always did, and anything else must be in skops' remaining defaults (numpy, scipy, builtins) or listed by
+    the user; a file with any other type is refused as before (tests/test_serve.py). When skops is already
+    imported, or scikit-learn has no ``all_estimators``, nothing is done."""
+    import sys
+
+    if "skops.io" in sys.modules:
+        return
+    import sklearn.utils
+
+    real = getattr(sklearn.utils, "all_estimators", None)
+    if real is None:
+        return
+    sklearn.utils.all_estimators = lambda type_filter=None: []
+    try:
+        import skops.io  # noqa: F401
+    finally:
+        sklearn.utils.all_estimators = real
