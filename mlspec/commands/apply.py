@@ -94,7 +94,7 @@ def run(args, console: Console) -> int:
         project.lock.release()
 
 
-def _apply_locked(args, console, project: Project, bundle, overrides, run_id, nodes) -> int:
+def _apply_locked(args, console, project: Project, bundle, overrides, run_id, nodes=None) -> int:
     from mlspec.core.apply import apply, keep_project_files, prepare
     from mlspec.views.apply import ConsoleApplyView, JsonApplyView
 
@@ -104,6 +104,7 @@ def _apply_locked(args, console, project: Project, bundle, overrides, run_id, no
     if bundle is not None:
         targets = list(bundle["plan"].get("targets") or [])
         replace = list(bundle["plan"].get("replace") or [])
+    nodes = nodes if nodes is not None else project.nodes()
     check_addresses(project, nodes, targets, "--target")
     check_addresses(project, nodes, replace, "--replace")
     prepared = prepare(project, view, run_id, targets=targets, replace=replace, saved=bundle, nodes=nodes)
