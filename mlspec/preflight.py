@@ -28,11 +28,22 @@ def settings_of(cfg: BackendConfig) -> dict:
     return {"type": cfg.type, "location": cfg.location, **dict(cfg.settings)}
 
 
+def _settings_pass(schema, settings: dict) -> bool:
+    """Whether settings pass the backend's schema, by the compiled check (no jsonschema import)."""
+    from mlspec.schema import data_check
+
+    check = data_check(schema)
+    try:
+        return bool(check is not None and check(settings))
+    except RecursionError:
+        return False
+
+
 def make_backend(project, cfg: BackendConfig) -> Backend:
     cls = load_backend_class(cfg.type)
     settings = settings_of(cfg)
     schema = getattr(cls, "settings_schema", None)
-    if schema:
+    if schema and not _settings_pass(schema, settings):
         from jsonschema import Draft202012Validator
 
         errors = sorted(Draft202012Validator(schema).iter_errors(settings), key=lambda e: list(e.absolute_path))
