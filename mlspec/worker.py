@@ -224,6 +224,19 @@ def guard(parent: int) -> None:
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
+def restore_env(base: dict) -> None:
+    """Put ``os.environ`` back as ``base`` (the worker's own), changing only what a step changed: clearing and
+    refilling all of it cost a putenv/unsetenv per variable on every step."""
+    env = os.environ
+    if env == base:
+        return
+    for key in [k for k in env if k not in base]:
+        del env[key]
+    for key, value in base.items():
+        if env.get(key) != value:
+            env[key] = value
+
+
 def _check(msg: dict, out, saved_out: int, saved_err: int, base_env: dict) -> None:
     """Answer a step check (mlspec.stepcheck) here, with what the imported modules print in the log file."""
     from mlspec import stepcheck
@@ -243,8 +256,7 @@ def _check(msg: dict, out, saved_out: int, saved_err: int, base_env: dict) -> No
         sys.stderr.flush()
         os.dup2(saved_out, 1)
         os.dup2(saved_err, 2)
-        os.environ.clear()  # as after a step: what a module's top-level code set does not stay
-        os.environ.update(base_env)
+        restore_env(base_env)  # as after a step: what a module's top-level code set does not stay
         try:
             kill_leftovers()
         except OSError:
@@ -287,8 +299,7 @@ def main() -> int:
             sys.stderr.flush()
             os.dup2(saved_out, 1)
             os.dup2(saved_err, 2)
-            os.environ.clear()
-            os.environ.update(base_env)
+            restore_env(base_env)
             try:
                 kill_leftovers()  # nothing the step started outlives it, and it is gone before the result is sent
             except OSError:
