@@ -305,8 +305,17 @@ def main() -> int:
             except OSError:
                 pass
         out.write(json.dumps(result) + "\n")
+    out.flush()
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    # stdin closed: the pool is done with this worker. Python's exit is kept (threads joined, atexit handlers
+    # and weakref.finalize callbacks run); only the collector's passes over every object of the modules it
+    # imported are skipped (about 10 ms of CPU per worker): cycles left are freed with the process.
+    import gc
+
+    gc.disable()
+    gc.freeze()
+    raise SystemExit(code)
