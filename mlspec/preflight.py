@@ -26,11 +26,22 @@ def settings_of(cfg: BackendConfig) -> dict:
     return {"type": cfg.type, "location": cfg.location, **dict(cfg.settings)}
 
 
+def _settings_pass(schema, settings: dict) -> bool:
+    """Whether settings pass the backend's schema, by the compiled check (no jsonschema import)."""
+    from mlspec.schema import data_check
+
+    check = data_check(schema)
+    try:
+        return bool(check is not None and check(settings))
+    except RecursionError:
+        return False
+
+
 def make_backend(project, cfg: BackendConfig) -> Backend:
     cls = load_backend_class(cfg.type)
     settings = settings_of(cfg)
     schema = getattr(cls, "settings_schema", None)
-    if schema:
+    if schema and not _settings_pass(schema, settings):
         from jsonschema import Draft202012Validator
 
         errors = sorted(Draft202012Validator(schema).iter_errors(settings), key=lambda e: list(e.absolute_path))
@@ -125,16 +136,38 @@ def step_calls(project, instances, plan, active: set | None = None) -> list:
     return calls
 
 
-def check_steps(project, calls: list) -> list:
+def check_steps(project, calls: list, keep: dict | None = None) -> list:
     """The step check's findings (mlspec.stepcheck) for these calls; cached by code, no process when
-    nothing changed."""
+    nothing changed. With ``keep`` (an apply), a local backend's worker does the check and stays there, for
+    the steps (mlspec.backends.local.LocalBackend.step_check)."""
     if not calls:
         return []
     from mlspec.stepcheck import check
 
     spec = project.spec
+    runners = _local_runners(project, calls, keep) if keep is not None else None
     return check(spec.project_dir, code_paths(spec.project_dir), calls,
-                 spec.project_dir / ".mlspec" / "cache" / "stepcheck.json")
+                 spec.project_dir / ".mlspec" / "cache" / "stepcheck.json", runners=runners)
+
+
+def _local_runners(project, calls: list, keep: dict) -> dict:
+    """{"": the step check of the pooled local backend that runs steps of these calls in this interpreter}."""
+    spec = project.spec
+    for call in calls:
+        if call.backend != "local" or call.python:
+            continue
+        cfg = spec.backend_for(spec.steps[call.steps[0]])
+        if cfg.settings.get("fresh_process"):
+            continue
+        backend = keep.get(cfg.name)
+        if backend is None:
+            try:
+                backend = keep[cfg.name] = make_backend(project, cfg)
+            except MlspecError:
+                return {}  # run_preflight says what is wrong with it
+        check = getattr(backend, "step_check", None)
+        return {"": check} if check else {}
+    return {}
 
 
 def run_preflight(project, instances, plan, keep: dict | None = None, checked: frozenset = frozenset(),
@@ -144,7 +177,9 @@ def run_preflight(project, instances, plan, keep: dict | None = None, checked: f
     problems: list[str] = []
     for name, (cfg, reqs) in sorted(requirements_by_backend(project, instances, plan, checked, active).items()):
         try:
-            backend = make_backend(project, cfg)
+            backend = (keep or {}).get(name)  # made for the step check, if it made one
+            if backend is None:
+                backend = make_backend(project, cfg)
         except MlspecError as exc:
             problems.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
             continue

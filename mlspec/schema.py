@@ -520,6 +520,29 @@ def _fast_check(name: str = "mlspec.schema.json", generated: bool = True):
         return None
 
 
+_DATA_CHECKS: dict = {}  # id(schema) -> (schema, its check)
+
+
+def data_check(schema: dict):
+    """The compiled yes/no check of a schema given as data (a backend plugin's settings schema), made once
+    per schema object; None when it uses something the compiler lacks. Valid settings are then accepted
+    without importing jsonschema (about 40 ms of every apply and plan); jsonschema runs only to say what
+    is wrong."""
+    hit = _DATA_CHECKS.get(id(schema))
+    if hit is None or hit[0] is not schema:
+        defs = schema.get("$defs", {}) if isinstance(schema, dict) else {}
+        try:
+            inlined = _inline_refs(schema, defs)
+        except (KeyError, ValueError, TypeError):
+            inlined = schema
+        try:
+            check = _compile(inlined, defs, {})
+        except (_Unsupported, TypeError, ValueError, KeyError):
+            check = None
+        hit = _DATA_CHECKS[id(schema)] = (schema, check)
+    return hit[1]
+
+
 _TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
                "number": "a number", "boolean": "true or false", "null": "null"}
 

@@ -12,6 +12,10 @@ would fail only there, at apply. This module finds them before anything runs:
 - the subprocess (``main()``) imports each module once (its top-level code runs, as when a step
   starts), then compares each function's signature with the keyword names, and answers one JSON line
   per module or function, so a module that hangs is named;
+- in an apply, the local backend's first worker does the check instead (``runners``, see
+  :meth:`mlspec.backends.local.LocalBackend.step_check`): it starts anyway, and would import the same
+  modules for the steps; it answers as the check process does, line by line, and a module that ends or
+  hangs it is named the same way. ``mlspec plan`` starts no worker, so it uses the check process;
 - a verdict that passed is cached in ``.mlspec/cache/stepcheck.json`` by (hash of the step's code facts,
   module, function, keyword names, interpreter), so a re-plan of unchanged code starts no process.
   Failures are never cached: installing the missing package is seen by the next plan.
@@ -170,9 +174,13 @@ def _key_of(parts) -> str:
 
 
 def check(project_dir, code_paths: list[str], calls: list[StepCall], cache_path=None,
-          timeout: float | None = None) -> list[Finding]:
+          timeout: float | None = None, runners: dict | None = None) -> list[Finding]:
     """Every problem of these calls, grouped by message (errors first). Starts at most one process per
-    interpreter, none when every call passed before with the same code."""
+    interpreter, none when every call passed before with the same code.
+
+    ``runners``: a step's `python` setting ("" for this interpreter) -> a callable ``(request, timeout)``
+    that answers a check request elsewhere than in a new check process (a local backend's worker), returning
+    what :func:`_run_once` returns."""
     from mlspec import __version__
 
     project_dir = str(project_dir)
@@ -183,6 +191,7 @@ def check(project_dir, code_paths: list[str], calls: list[StepCall], cache_path=
     pending: dict = {}  # executable -> {target: [(call, key)]}
     found: list[tuple[str, str, bool]] = []  # (step, message, error)
     interpreters: dict = {}
+    via: dict = {}  # executable -> the runner that answers for it
     for call in calls:
         if call.python not in interpreters:
             interpreters[call.python] = interpreter(call.python, project_dir)
@@ -202,9 +211,11 @@ def check(project_dir, code_paths: list[str], calls: list[StepCall], cache_path=
             key = keys[ks] = _key_of([CHECK_FORMAT, __version__, *ks[:4], list(names)])
         if cache is not None and key in cache:
             continue
+        if runners and call.python in runners:
+            via.setdefault(exe, runners[call.python])
         pending.setdefault(exe, {}).setdefault((call.module, call.function, names), []).append((call, key))
     for exe, targets in sorted(pending.items()):
-        answers = _ask(exe, project_dir, code_paths, sorted(targets), timeout)
+        answers = _ask(exe, project_dir, code_paths, sorted(targets), timeout, via.get(exe))
         for target, uses in targets.items():
             verdict = answers.get(target)
             for call, key in uses:
@@ -225,17 +236,24 @@ def _grouped(found: list[tuple[str, str, bool]]) -> list[Finding]:
     return sorted(out, key=lambda f: (not f.error, f.steps, f.message))
 
 
-def _ask(exe: str, project_dir: str, code_paths: list[str], targets: list, timeout: float) -> dict:
+def request_of(code_paths: list[str], targets: list) -> dict:
+    """What the check process (or a worker) is asked: the code paths and [module, function, [names]]."""
+    return {"code_paths": code_paths, "targets": [[m, f, list(n)] for m, f, n in targets]}
+
+
+def _ask(exe: str, project_dir: str, code_paths: list[str], targets: list, timeout: float, run=None) -> dict:
     """target -> its verdict from the check process, or a "checker" verdict saying why there is none. A
     module that ends the process is named, and the targets after it are checked by a new process, all
-    within ``timeout``."""
+    within ``timeout``. ``run(request, timeout)``, when given, answers instead of a new check process."""
     import time
 
     answers: dict = {}
     remaining = list(targets)
     deadline = time.monotonic() + timeout
     while remaining:
-        ran = _run_once(exe, project_dir, code_paths, remaining, max(deadline - time.monotonic(), 0.1))
+        left = max(deadline - time.monotonic(), 0.1)
+        ran = (run(request_of(code_paths, remaining), left) if run is not None
+               else _run_once(exe, project_dir, code_paths, remaining, left))
         if isinstance(ran, str):  # could not start
             answers.update({t: {"checker": ran} for t in remaining})
             break
@@ -271,7 +289,7 @@ def _run_once(exe: str, project_dir: str, code_paths: list[str], targets: list, 
 
     from mlspec.worker import TOKEN_VAR
 
-    request = {"code_paths": code_paths, "targets": [[m, f, list(n)] for m, f, n in targets]}
+    request = request_of(code_paths, targets)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **{TOKEN_VAR: os.urandom(8).hex()})
     try:
         proc = subprocess.Popen([exe, "-m", "mlspec.stepcheck", str(os.getpid())], stdin=subprocess.PIPE,
@@ -534,11 +552,39 @@ def _function_verdict(module, function: str, names: list[str]) -> dict:
     return out
 
 
+def answer(request: dict, write) -> None:
+    """Import each module of the request once and ``write`` one JSON line per module that failed to import
+    or per target (the same in the check process and in a local backend's worker). The code paths are on
+    ``sys.path`` while it runs, as the runner puts them."""
+    import importlib
+
+    code_paths = [os.path.abspath(p) for p in request["code_paths"]]
+    saved_path = list(sys.path)
+    sys.path[:0] = [p for p in code_paths if p not in sys.path]
+    roots = tuple(os.path.join(p, "") for p in code_paths)
+    imported: dict = {}
+    try:
+        for i, (module, function, names) in enumerate(request["targets"]):
+            if module not in imported:
+                try:
+                    imported[module] = importlib.import_module(module)
+                except BaseException as exc:  # user code: anything may happen at import
+                    imported[module] = None
+                    write(json.dumps({"module": module, "error": _import_error(exc, roots)}) + "\n")
+            if imported[module] is None:
+                continue
+            try:
+                verdict = _function_verdict(imported[module], function, names)
+            except Exception as exc:  # noqa: BLE001 - a module whose attributes raise on access
+                verdict = {"error": _import_error(exc, roots)}
+            write(json.dumps(dict(verdict, target=i), default=str) + "\n")
+    finally:
+        sys.path[:] = saved_path
+
+
 def main() -> int:
     """``python -m mlspec.stepcheck [PARENT_PID]``: the request on stdin, one JSON line per answer on
     stdout; what the imported modules print goes to stderr."""
-    import importlib
-
     from mlspec import worker
 
     if len(sys.argv) > 1:
@@ -550,25 +596,8 @@ def main() -> int:
     os.dup2(2, 1)
     answers.write(READY.decode() + "\n")
     sys.dont_write_bytecode = True
-    code_paths = [os.path.abspath(p) for p in request["code_paths"]]
-    sys.path[:0] = [p for p in code_paths if p not in sys.path]
-    roots = tuple(os.path.join(p, "") for p in code_paths)
-    imported: dict = {}
     try:
-        for i, (module, function, names) in enumerate(request["targets"]):
-            if module not in imported:
-                try:
-                    imported[module] = importlib.import_module(module)
-                except BaseException as exc:  # user code: anything may happen at import
-                    imported[module] = None
-                    answers.write(json.dumps({"module": module, "error": _import_error(exc, roots)}) + "\n")
-            if imported[module] is None:
-                continue
-            try:
-                verdict = _function_verdict(imported[module], function, names)
-            except Exception as exc:  # noqa: BLE001 - a module whose attributes raise on access
-                verdict = {"error": _import_error(exc, roots)}
-            answers.write(json.dumps(dict(verdict, target=i), default=str) + "\n")
+        answer(request, answers.write)
     finally:
         answers.flush()
         try:

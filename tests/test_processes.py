@@ -254,3 +254,39 @@ def test_kill_9_of_mlspec_alone_leaves_no_process_and_no_double_run(project, tmp
           f"{len(offsets)} (completed at kill {sorted(offsets)} s)")
     assert sum(alive_after_kill) == 0
     assert killed_mid_run >= trials * 3 // 4  # the kills really landed during applies
+
+
+ENV_STEPS = '''
+import json, os
+
+
+def first():
+    os.environ["MLSPEC_TEST_SET_BY_STEP"] = "leaked"  # a step changing its own environment
+    os.environ.pop("MLSPEC_TEST_BASE", None)
+    return {"out": {"pid": os.getpid(), "own": os.environ.get("MLSPEC_TEST_STEP_ENV")}}
+
+
+def second(prev: dict):
+    seen = {k: os.environ.get(k) for k in ("MLSPEC_TEST_SET_BY_STEP", "MLSPEC_TEST_STEP_ENV", "MLSPEC_TEST_BASE")}
+    return {"out": {"pid": os.getpid(), "prev": prev, "seen": seen}}
+'''
+
+
+def test_a_step_environment_stays_with_the_step_in_a_pooled_worker(project):
+    """A worker runs many steps: a step's `env:` and what its code sets or removes in os.environ are gone
+    when the next step starts in the same worker, and the worker's own environment is back whole."""
+    project.write("src/demo/envsteps.py", ENV_STEPS)
+    project.write("mlspec.yaml", "project: envs\nsteps:\n"
+                  "  a: {run: demo.envsteps:first, outputs: [out], env: {MLSPEC_TEST_STEP_ENV: only-a}}\n"
+                  "  b: {run: demo.envsteps:second, inputs: {prev: step.a.out}, outputs: [out]}\n")
+    r = project.apply("--parallelism", "1", env={"MLSPEC_TEST_BASE": "base"})
+    assert r.returncode == 0, r.stderr
+    dest = project.root / "b.json"
+    out = project.run("artifacts", "get", "step.b.out", str(dest))
+    assert out.returncode == 0, out.stderr
+    import json
+
+    got = json.loads(dest.read_text())
+    assert got["pid"] == got["prev"]["pid"]  # the same worker ran both
+    assert got["prev"]["own"] == "only-a"
+    assert got["seen"] == {"MLSPEC_TEST_SET_BY_STEP": None, "MLSPEC_TEST_STEP_ENV": None, "MLSPEC_TEST_BASE": "base"}

@@ -154,6 +154,59 @@ def test_apply_after_plan_checks_nothing_again(project):
     assert len(pids) >= 2 and pids.count(pids[0]) == 1
 
 
+def test_an_apply_checks_in_the_worker_that_then_runs_the_steps(project):
+    """No check process in an apply: the local backend's first worker imports the steps' module once, for the
+    check and for every step (one parallel slot: one worker), and the verdict is cached as at plan."""
+    log = _counting_project(project)
+    r = project.apply("--parallelism", "1")
+    assert r.returncode == 0, r.stderr
+    assert len(log.read_text().split()) == 1, log.read_text()  # imported once: check and steps in one process
+    assert len(json.loads((project.root / ".mlspec/cache/stepcheck.json").read_text())["passed"]) == 4
+    assert project.last_run()["status"] == "succeeded"
+    # an edited function: checked again before anything runs, in the new apply's worker
+    steps = project.root / "src/demo/steps.py"
+    steps.write_text(steps.read_text().replace("def side(raw: pd.DataFrame):", "def side(raw: pd.DataFrame, n):"))
+    r = project.apply("--parallelism", "1")
+    assert _errors(r) == ["step.side: side() (src/demo/steps.py:22) requires 'n', which the step does not pass: "
+                          "declare it under the step's `params:` or `inputs:`, or give it a default"]
+    assert len(project.runs()) == 1  # nothing ran
+
+
+def test_at_apply_a_module_that_ends_the_worker_is_named_and_the_rest_is_still_checked(project):
+    project.write("src/demo/quits.py", "import os\nprint('leaving')\nos._exit(7)\n")
+    r = project.apply("steps.side.run=demo.quits:side", "steps.train.run=demo.steps:trian")
+    assert _errors(r) == ["step.side: the check process ended (exit code 7) while importing demo.quits: leaving",
+                          "step.train: src/demo/steps.py has no function 'trian' (did you mean 'train'?): fix its "
+                          "`run:`"]
+    assert not (project.root / ".mlspec/state/runs").exists()
+
+
+def test_at_apply_a_hanging_import_is_stopped_and_the_apply_goes_on(project):
+    """The check's worker is killed with what its import started (a warning, as at plan); a new worker runs
+    the step (the module hangs only on its first import here)."""
+    project.write("src/demo/hang.py", """
+        import os, subprocess, time
+        here = os.path.dirname(__file__)
+        if not os.path.exists(os.path.join(here, "pids")):
+            kids = [subprocess.Popen(["sleep", "300"]), subprocess.Popen(["sleep", "300"], start_new_session=True)]
+            with open(os.path.join(here, "pids"), "w") as fh:
+                fh.write(" ".join(str(p) for p in [os.getpid()] + [k.pid for k in kids]))
+            time.sleep(300)
+
+        def side(raw):
+            return {"summary": {"pid": os.getpid()}}
+    """)
+    r = project.apply("steps.side.run=demo.hang:side", env={"MLSPEC_STEP_CHECK_TIMEOUT": "3"}, timeout=90)
+    assert r.returncode == 0, r.stderr
+    assert "Warning: step.side: importing demo.hang did not finish within 3s (set MLSPEC_STEP_CHECK_TIMEOUT to " \
+           "wait longer)" in r.stderr.strip().splitlines()
+    pids = [int(p) for p in (project.root / "src/demo/pids").read_text().split()]
+    assert wait_until(lambda: not any(process_alive(p) for p in pids), 10), \
+        f"left running: {[p for p in pids if process_alive(p)]}"
+    assert project.last_run()["status"] == "succeeded"
+    assert "step.side" in project.state()["resources"]
+
+
 BACKEND = '''
 from mlspec.backends.api import Backend
 

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -31,6 +32,7 @@ from pathlib import Path
 from mlspec.backends.api import Backend, Requirement, Task, TaskResult, TaskStatus
 
 LOG_LIMIT = 8 << 20  # keep at most the last 8 MiB of a step's log
+CHECKED = b'{"checked": true}'  # a worker's last line after a step check (mlspec.worker)
 
 
 def _kill_group(proc: subprocess.Popen, grace: float = 2.0) -> None:
@@ -105,32 +107,48 @@ class _Worker:
                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      pass_fds=(w,), cwd=cwd, env=_worker_env(env), start_new_session=True)
         os.close(w)
-        self.results = os.fdopen(r, "r")
+        self.results = r
+        self._buf = b""
 
     def send(self, msg: dict) -> None:
         self.proc.stdin.write((json.dumps(msg) + "\n").encode())
         self.proc.stdin.flush()
 
+    def line(self, timeout: float | None) -> bytes | None:
+        """The next line the worker wrote, or None on timeout; raises EOFError when the worker died."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            ready, _, _ = select.select([self.results], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(self.results, 1 << 16)
+            if not chunk:
+                raise EOFError
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line
+
     def receive(self, timeout: float | None) -> dict | None:
         """The result, or None on timeout; raises EOFError when the worker died."""
-        ready, _, _ = select.select([self.results], [], [], timeout)
-        if not ready:
-            return None
-        line = self.results.readline()
-        if not line:
-            raise EOFError
-        return json.loads(line)
+        line = self.line(timeout)
+        return None if line is None else json.loads(line)
 
     def kill(self) -> None:
         _kill_group(self.proc, grace=1.0)
         self.close()
 
     def close(self) -> None:
-        for f in (self.proc.stdin, self.results):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        if self.results >= 0:
             try:
-                f.close()
+                os.close(self.results)
             except OSError:
                 pass
+            self.results = -1
         if self.proc.poll() is None:
             try:
                 self.proc.wait(2)
@@ -183,19 +201,61 @@ class LocalBackend(Backend):
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
+    def _worker(self) -> _Worker:
+        """An idle worker of the pool, or a new one."""
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                return _Worker(self.settings.get("python") or sys.executable, str(self.context.project_dir),
+                               self._env())
+            if worker.proc.poll() is None:
+                return worker
+            worker.close()
+
+    def step_check(self, request: dict, timeout: float):
+        """Answer a step check (:func:`mlspec.stepcheck.answer`) in a worker of the pool, which then stays for
+        the steps: the apply's first worker imports the steps' modules once, for the check and for the steps,
+        instead of a check process doing it first. Returns what ``mlspec.stepcheck._run_once`` returns:
+        (answer lines, what the imports printed, timed out, exit code): a worker that a module ends is
+        gone (its exit code), one that hangs past ``timeout`` is killed with everything it started."""
+        workdir = Path(tempfile.mkdtemp(prefix="c-", dir=self._tmp))
+        log_path = workdir / "log.txt"
+        try:
+            worker = self._worker()
+        except OSError as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
+            return f"could not be checked: cannot start {self.settings.get('python') or sys.executable}: " \
+                   f"{exc.strerror or exc}"
+        out: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        kept = False
+        try:
+            worker.send({"check": request, "log": str(log_path)})
+            while True:
+                line = worker.line(max(deadline - time.monotonic(), 0.0))
+                if line is None:  # it hangs: killed, and its sentinel kills what its imports started
+                    worker.kill()
+                    return b"\n".join(out), read_log(log_path).encode(), True, worker.proc.returncode
+                if line == CHECKED:
+                    self._idle.put(worker)
+                    kept = True
+                    return b"\n".join(out), read_log(log_path).encode(), False, 0
+                out.append(line)
+        except (EOFError, OSError):  # a module ended the process (BrokenPipeError is an OSError)
+            code = worker.proc.wait()
+            return b"\n".join(out), read_log(log_path).encode(), False, code
+        finally:
+            if not kept:  # dead, timed out, or interrupted (Ctrl-C): never back in the pool
+                worker.kill()
+            shutil.rmtree(workdir, ignore_errors=True)
+
     def _run_pooled(self, task: Task) -> TaskResult:
         if self._cancelled.is_set():
             return TaskResult(TaskStatus.CANCELLED, error="cancelled before it started")
         workdir = Path(tempfile.mkdtemp(prefix="t-", dir=self._tmp))
         log_path = workdir / "log.txt"
-        try:
-            worker = self._idle.get_nowait()
-            if worker.proc.poll() is not None:
-                worker.close()
-                raise queue.Empty
-        except queue.Empty:
-            worker = _Worker(self.settings.get("python") or sys.executable, str(self.context.project_dir),
-                             self._env())
+        worker = self._worker()
         with self._lock:
             self._busy[task.id] = worker
         keep = False

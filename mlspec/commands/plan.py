@@ -49,7 +49,7 @@ def preflight(project: Project, nodes, plan, console: Console, keep: dict | None
     instances = [n.item for n in nodes if n.kind == "step"]
     active = active_steps(plan)
     calls = step_calls(project, instances, plan, active)
-    findings = check_steps(project, calls)
+    findings = check_steps(project, calls, keep)  # in an apply, in a local worker that stays for the steps
     for f in findings:
         if not f.error:
             console.error(f"Warning: {f.line()}")
