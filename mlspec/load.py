@@ -222,7 +222,7 @@ class Verdict:
         """Raise SpecError when the spec is invalid (with ``extra``, problems the caller found); else return."""
         diags = self.diagnostics()
         if diags or extra:
-            raise SpecError(sorted(set(diags) | set(extra)))
+            raise SpecError(list(diags) + list(extra))  # the checks' problems, then the caller's (as validate)
 
     def abandon(self) -> None:
         """Stop the child (the caller is ending: an interrupt)."""

@@ -283,8 +283,10 @@ class Location:
             except FileNotFoundError:
                 return None
         try:
-            with self._guard(name, "read"), self.fs.open(path, "rb") as fh:
-                return fh.read()
+            # one GET of the object as it is now: open() then read() checks the ETag it saw first and fails
+            # with FileExpired when a writer replaced the object in between (a lock renewed meanwhile)
+            with self._guard(name, "read"):
+                return self.fs.cat_file(path)
         except FileNotFoundError:
             return None
 

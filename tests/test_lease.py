@@ -162,3 +162,27 @@ def test_an_apply_killed_midway_leaves_a_lease_that_expires_and_the_next_apply_p
     assert "Apply complete" in r.stdout and "step.slow" in r.stdout
     runs = run_cli("-C", str(root), "runs", "list", "--format", "json")
     assert runs.returncode == 0
+
+
+def test_reading_an_object_while_it_is_replaced_never_fails(s3, aws_env):
+    """A lock file is rewritten by its holder's renewals while others read it: a read is one GET of the
+    object as it is then. (open-then-read checked the ETag it saw first and failed with FileExpired when
+    a renewal landed in between; the lease test above hit it once in a full run.)"""
+    loc = _loc(s3)
+    loc.write_bytes("ws.lock", b"0" * 100)
+    stop = threading.Event()
+
+    def renew():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            loc.write_bytes("ws.lock", str(i).encode() * 100)
+
+    writer = threading.Thread(target=renew, daemon=True)
+    writer.start()
+    try:
+        seen = {loc.read_bytes("ws.lock")[:1] for _ in range(300)}
+    finally:
+        stop.set()
+        writer.join()
+    assert len(seen) > 1  # the object did change while it was read
