@@ -237,17 +237,22 @@ def restore_env(base: dict) -> None:
             env[key] = value
 
 
-def _check(msg: dict, out, saved_out: int, saved_err: int, base_env: dict) -> None:
-    """Answer a step check (mlspec.stepcheck) here, with what the imported modules print in the log file."""
-    from mlspec import stepcheck
-    from mlspec.runner import _purge_stale_project_modules
-
-    fd = os.open(msg["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def _output_to(log: str) -> None:
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``log``, truncated."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+
+
+def _check(msg: dict, out, saved_out: int, saved_err: int, base_env: dict) -> None:
+    """Answer a step check (mlspec.stepcheck) here, with what the imported modules print in the log file."""
+    from mlspec import stepcheck
+    from mlspec.runner import _purge_stale_project_modules
+
+    _output_to(msg["log"])
     out.write(stepcheck.READY.decode() + "\n")
     try:
         stepcheck.answer(msg["check"], out.write)
@@ -285,12 +290,7 @@ def main() -> int:
             _check(msg, out, saved_out, saved_err, base_env)
             continue
         task = msg["task"]
-        fd = os.open(msg["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
+        _output_to(msg["log"])
         os.environ.update({k: str(v) for k, v in (task.get("env") or {}).items()})
         try:
             result = execute(task, msg["workdir"])

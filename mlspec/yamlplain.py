@@ -189,6 +189,23 @@ def _block_scalar(header: str, lines: list, at: int, ind: int) -> tuple[str, int
     return (text if header.endswith("-") or last == len(lines) - 1 else text + "\n"), at
 
 
+def _put(m: dict, k, v: str, lines: list, at: int, ind: int, scalars: _Scalars) -> tuple:
+    """Store in ``m`` the value written after ``k:`` (indented ``ind``) on ``lines[at]``: (the pending key,
+    when its value is the block below, else None; the index of the next line to read, 0 for the next)."""
+    if v and v[0] in "|>":
+        m[k], after = _block_scalar(v.rstrip(" "), lines, at, ind)
+        return None, after
+    if v and v[0] in "[{":
+        v, after = _whole_flow(v, lines, at, ind)
+        m[k] = _value(v, scalars)
+        return None, after
+    if v and v[0] != "#":
+        m[k] = _value(v, scalars)
+        return None, 0
+    m[k] = None
+    return (m, k, ind), 0
+
+
 def _copy(v):
     if v.__class__ is list:
         return [_copy(x) for x in v]
@@ -340,16 +357,7 @@ def _read(text: str, scalars: _Scalars) -> Any:
             seq.append(m)
             stack.append([item_ind, m, True])
             k, v = kv
-            m[k] = None
-            if v and v[0] in "|>":
-                m[k], skip = _block_scalar(v.rstrip(" "), lines, at, item_ind)
-            elif v and v[0] in "[{":
-                v, skip = _whole_flow(v, lines, at, item_ind)
-                m[k] = _value(v, scalars)
-            elif v and v[0] != "#":
-                m[k] = _value(v, scalars)
-            else:
-                pending = (m, k, item_ind)
+            pending, skip = _put(m, k, v, lines, at, item_ind, scalars)
             continue
         # a key line: ``key: value`` with plain text both sides is most lines, read inline here; anything
         # else goes through _split_key and _value
@@ -398,14 +406,6 @@ def _read(text: str, scalars: _Scalars) -> Any:
             raise Decline  # a key twice (reported with its lines by the libyaml path)
         if v.__class__ is tuple:
             m[k] = v[0]
-        elif v and v[0] in "|>":
-            m[k], skip = _block_scalar(v.rstrip(" "), lines, at, ind)
-        elif v and v[0] in "[{":
-            v, skip = _whole_flow(v, lines, at, ind)
-            m[k] = _value(v, scalars)
-        elif v and v[0] != "#":
-            m[k] = _value(v, scalars)
         else:
-            m[k] = None
-            pending = (m, k, ind)
+            pending, skip = _put(m, k, v, lines, at, ind, scalars)
     return root
