@@ -106,8 +106,7 @@ def make_plan(spec: Spec, state: State, facts: Facts, *, targets: Iterable[str] 
               nodes: list[Node] | None = None) -> Plan:
     nodes = nodes if nodes is not None else all_nodes(spec)
     targets, replace = tuple(targets), tuple(replace)
-    known_selection = getattr(facts, "selected", None)
-    selected = known_selection[1] if known_selection and known_selection[0] == targets else select(nodes, targets)
+    selected = facts.selected[1] if facts.selected and facts.selected[0] == targets else select(nodes, targets)
     changes: list[Change] = []
     known: dict[str, Mapping | None] = {}
     for node in nodes:

@@ -44,7 +44,6 @@ from collections import deque
 
 MAGIC = "mlspec_request_log"
 FORMAT = 2  # the segment format written (1 is still read)
-_IOV_BATCH = 1000  # parts per os.writev (IOV_MAX is 1024 on Linux)
 MAX_BUFFER_BYTES = 64 << 20  # the in-memory buffer's bound in bytes (with max_buffer_rows)
 TRIM_RELIST_SECONDS = 30.0
 MIN_FLUSH_INTERVAL = 0.25
@@ -81,29 +80,9 @@ class _Store:
         if not self.loc.local:
             self.write(name, b"".join(parts))
             return
-        import tempfile
+        from mlspec.storage import atomic_write_local
 
-        directory = self.loc.url
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-        try:
-            try:
-                for i in range(0, len(parts), _IOV_BATCH):
-                    batch = parts[i:i + _IOV_BATCH]
-                    done, want = os.writev(fd, batch), sum(map(len, batch))
-                    if done < want:  # a short write (rare on a regular file): the rest, part by part
-                        rest = memoryview(b"".join(batch))[done:]
-                        while rest:
-                            rest = rest[os.write(fd, rest):]
-            finally:
-                os.close(fd)
-            os.replace(tmp, os.path.join(directory, name))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write_local(os.path.join(self.loc.url, name), list(parts), durable=False)
 
     def sizes(self) -> dict:
         """{segment name: size} of the segments present."""
